@@ -1,0 +1,212 @@
+//! The one error type of the crate.
+
+use std::fmt;
+use std::time::Duration;
+
+/// `Result` with this crate's [`Error`] as the default error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong, in the terms a caller acts on.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The configuration is invalid (a bad URL, a missing setting). Fix the input.
+    Config,
+    /// Authorization failed or is missing: re-authorize the connection or fix its credentials.
+    Auth,
+    /// The request did not get an answer (connection refused or reset, timeout).
+    Transport,
+    /// Dataverse service protection limits were hit (HTTP 429).
+    Throttled,
+    /// Dataverse or Entra ID answered with an error.
+    Service,
+    /// The server broke the protocol in a way the crate refuses to follow (a redirect, a
+    /// paging link to another host).
+    Protocol,
+    /// A response could not be decoded.
+    Decode,
+    /// A field mapping is invalid or a value could not be converted.
+    Mapping,
+    /// The host's record sink failed.
+    Sink,
+    /// The change-tracking token is no longer valid: a full resync is required.
+    ResyncRequired,
+    /// The operation was cancelled by the caller.
+    Cancelled,
+}
+
+/// The error returned by every fallible call of this crate.
+///
+/// `Display` is one sentence a person can act on; details are available through the
+/// accessors. No secret, bearer token or paging token ever appears in it.
+#[derive(thiserror::Error)]
+#[error("{message}")]
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+    status: Option<u16>,
+    service_code: Option<String>,
+    service_message: Option<String>,
+    request_id: Option<String>,
+    retry_after: Option<Duration>,
+    retryable: bool,
+    #[source]
+    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl Error {
+    /// A new error of `kind` with a one-sentence `message`.
+    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            status: None,
+            service_code: None,
+            service_message: None,
+            request_id: None,
+            retry_after: None,
+            retryable: matches!(kind, ErrorKind::Transport | ErrorKind::Throttled),
+            source: None,
+        }
+    }
+
+    /// A configuration error.
+    pub(crate) fn config(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Config, message)
+    }
+
+    /// An authorization error.
+    pub(crate) fn auth(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Auth, message)
+    }
+
+    /// A decode error.
+    pub(crate) fn decode(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Decode, message)
+    }
+
+    /// Attaches the HTTP status.
+    pub(crate) fn with_status(mut self, status: u16) -> Self {
+        self.status = Some(status);
+        self
+    }
+
+    /// Attaches the service's own error code and message.
+    pub(crate) fn with_service_error(mut self, code: Option<String>, message: Option<String>) -> Self {
+        self.service_code = code.filter(|c| !c.is_empty());
+        self.service_message = message.filter(|m| !m.is_empty());
+        self
+    }
+
+    /// Attaches the `x-ms-service-request-id` (or Entra `trace_id`) for support.
+    pub(crate) fn with_request_id(mut self, request_id: Option<String>) -> Self {
+        self.request_id = request_id;
+        self
+    }
+
+    /// Attaches the wait the server asked for.
+    pub(crate) fn with_retry_after(mut self, retry_after: Option<Duration>) -> Self {
+        self.retry_after = retry_after;
+        self
+    }
+
+    /// Marks the error as worth retrying (or not).
+    pub(crate) fn with_retryable(mut self, retryable: bool) -> Self {
+        self.retryable = retryable;
+        self
+    }
+
+    /// Attaches the underlying cause.
+    pub(crate) fn with_source(
+        mut self,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// Whether sending the same request again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        self.retryable
+    }
+
+    /// How long the server asked the caller to wait before trying again (`Retry-After`).
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+
+    /// The HTTP status of the failed response, if there was one.
+    pub fn status(&self) -> Option<u16> {
+        self.status
+    }
+
+    /// The Dataverse error code (such as `0x80060888`) or Entra error (such as `invalid_grant`).
+    pub fn service_code(&self) -> Option<&str> {
+        self.service_code.as_deref()
+    }
+
+    /// The message the service gave with its error.
+    pub fn service_message(&self) -> Option<&str> {
+        self.service_message.as_deref()
+    }
+
+    /// The service's request id (`x-ms-service-request-id`, or Entra's `trace_id`), for support.
+    pub fn request_id(&self) -> Option<&str> {
+        self.request_id.as_deref()
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut debug = f.debug_struct("Error");
+        debug.field("kind", &self.kind).field("message", &self.message);
+        if let Some(status) = self.status {
+            debug.field("status", &status);
+        }
+        if let Some(code) = &self.service_code {
+            debug.field("service_code", code);
+        }
+        if let Some(message) = &self.service_message {
+            debug.field("service_message", message);
+        }
+        if let Some(request_id) = &self.request_id {
+            debug.field("request_id", request_id);
+        }
+        if let Some(retry_after) = self.retry_after {
+            debug.field("retry_after", &retry_after);
+        }
+        if let Some(source) = &self.source {
+            debug.field("source", &source.to_string());
+        }
+        debug.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_is_the_message_and_does_not_repeat_the_source() {
+        let io = std::io::Error::other("socket closed");
+        let error = Error::new(ErrorKind::Transport, "the instance did not answer").with_source(io);
+        assert_eq!(error.to_string(), "the instance did not answer");
+        assert_eq!(
+            std::error::Error::source(&error).map(|s| s.to_string()).as_deref(),
+            Some("socket closed")
+        );
+    }
+
+    #[test]
+    fn transport_and_throttling_are_retryable_by_default() {
+        assert!(Error::new(ErrorKind::Transport, "x").is_retryable());
+        assert!(Error::new(ErrorKind::Throttled, "x").is_retryable());
+        assert!(!Error::config("x").is_retryable());
+        assert!(!Error::auth("x").is_retryable());
+    }
+}
