@@ -328,14 +328,18 @@ impl ConnectionBuilder {
     pub fn build(self) -> Result<Connection> {
         let name = self.name.trim().to_owned();
         if name.is_empty() {
-            return Err(Error::config("the connection name is empty; give it a name admins recognise"));
+            return Err(Error::config(
+                "the connection name is empty; give it a name admins recognise",
+            ));
         }
         let instance = InstanceUrl::parse(&self.instance_url)?;
         let known = instance.known_host();
         let cloud = known.map_or(Cloud::Custom, |(cloud, _)| cloud);
         let authority = match (self.authority, cloud.authority_host()) {
             (Some(explicit), _) => parse_authority(&explicit)?,
-            (None, Some(host)) => Url::parse(&format!("https://{host}/")).expect("known host is a valid URL"),
+            (None, Some(host)) => {
+                Url::parse(&format!("https://{host}/")).expect("known host is a valid URL")
+            }
             (None, None) => {
                 return Err(Error::config(format!(
                     "`{}` is not a known Dynamics 365 host, so its Entra ID authority cannot be derived; name it with `with_authority`",

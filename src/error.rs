@@ -92,7 +92,11 @@ impl Error {
     }
 
     /// Attaches the service's own error code and message.
-    pub(crate) fn with_service_error(mut self, code: Option<String>, message: Option<String>) -> Self {
+    pub(crate) fn with_service_error(
+        mut self,
+        code: Option<String>,
+        message: Option<String>,
+    ) -> Self {
         self.service_code = code.filter(|c| !c.is_empty());
         self.service_message = message.filter(|m| !m.is_empty());
         self
@@ -113,6 +117,12 @@ impl Error {
     /// Marks the error as worth retrying (or not).
     pub(crate) fn with_retryable(mut self, retryable: bool) -> Self {
         self.retryable = retryable;
+        self
+    }
+
+    /// Appends a clause to the message, as in "Dataverse is unavailable (gave up after 5 attempts)".
+    pub(crate) fn with_context(mut self, context: impl std::fmt::Display) -> Self {
+        self.message = format!("{} ({context})", self.message);
         self
     }
 
@@ -164,7 +174,9 @@ impl Error {
 impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut debug = f.debug_struct("Error");
-        debug.field("kind", &self.kind).field("message", &self.message);
+        debug
+            .field("kind", &self.kind)
+            .field("message", &self.message);
         if let Some(status) = self.status {
             debug.field("status", &status);
         }
@@ -197,7 +209,9 @@ mod tests {
         let error = Error::new(ErrorKind::Transport, "the instance did not answer").with_source(io);
         assert_eq!(error.to_string(), "the instance did not answer");
         assert_eq!(
-            std::error::Error::source(&error).map(|s| s.to_string()).as_deref(),
+            std::error::Error::source(&error)
+                .map(|s| s.to_string())
+                .as_deref(),
             Some("socket closed")
         );
     }

@@ -62,7 +62,10 @@ pub enum AttributeType {
 impl AttributeType {
     /// Whether the column references another record (Lookup, Customer or Owner).
     pub fn is_lookup(&self) -> bool {
-        matches!(self, AttributeType::Lookup | AttributeType::Customer | AttributeType::Owner)
+        matches!(
+            self,
+            AttributeType::Lookup | AttributeType::Customer | AttributeType::Owner
+        )
     }
 }
 

@@ -61,7 +61,12 @@ mod tests {
             RefreshToken::new("0.AAAA-refresh"),
             AuthorizationCode::new("OAQABAAIAAA-code"),
         );
-        for secret in ["s3cr3t-client", "eyJ0eXAi-access", "0.AAAA-refresh", "OAQABAAIAAA-code"] {
+        for secret in [
+            "s3cr3t-client",
+            "eyJ0eXAi-access",
+            "0.AAAA-refresh",
+            "OAQABAAIAAA-code",
+        ] {
             assert!(!printed.contains(secret), "{printed} leaks {secret}");
         }
         assert!(printed.contains("AccessToken([redacted])"));

@@ -204,7 +204,9 @@ impl Record {
 
     /// Every field, ordered by name.
     pub fn fields(&self) -> impl Iterator<Item = (&str, &Field)> {
-        self.fields.iter().map(|(name, field)| (name.as_str(), field))
+        self.fields
+            .iter()
+            .map(|(name, field)| (name.as_str(), field))
     }
 }
 
@@ -214,7 +216,13 @@ mod tests {
 
     #[test]
     fn numbers_keep_every_digit() {
-        for literal in ["922337203685477.5807", "9007199254740993", "1.000000000000", "-0.5", "1e3"] {
+        for literal in [
+            "922337203685477.5807",
+            "9007199254740993",
+            "1.000000000000",
+            "-0.5",
+            "1e3",
+        ] {
             let number = Number::parse(literal).unwrap();
             assert_eq!(serde_json::to_string(&number).unwrap(), literal);
         }
@@ -229,7 +237,10 @@ mod tests {
 
     #[test]
     fn whole_numbers_with_zero_fractions_are_integers() {
-        assert_eq!(Number::parse("5000000.0000000000").unwrap().as_i64(), Some(5_000_000));
+        assert_eq!(
+            Number::parse("5000000.0000000000").unwrap().as_i64(),
+            Some(5_000_000)
+        );
         assert_eq!(Number::parse("1.5").unwrap().as_i64(), None);
         assert!(Number::parse("1.5").unwrap().has_fraction());
         assert!(!Number::parse("2.000").unwrap().has_fraction());

@@ -36,7 +36,8 @@ impl StaticTokenAuthorizer {
 
 impl fmt::Debug for StaticTokenAuthorizer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StaticTokenAuthorizer").finish_non_exhaustive()
+        f.debug_struct("StaticTokenAuthorizer")
+            .finish_non_exhaustive()
     }
 }
 
