@@ -132,7 +132,12 @@ impl DataverseClient {
     /// The absolute URL of `path_and_query`, relative to the Web API base
     /// (`accounts?$select=name` becomes `https://<org>/api/data/v9.2/accounts?$select=name`).
     pub fn web_api_url(&self, path_and_query: &str) -> Result<Url> {
-        let relative = path_and_query.trim_start_matches('/');
+        // One leading slash still means "under the Web API base"; `//host/...` stays a
+        // network-path reference, so the origin check below sees (and refuses) the other host.
+        let relative = match path_and_query.strip_prefix('/') {
+            Some(rest) if !rest.starts_with('/') => rest,
+            _ => path_and_query,
+        };
         let url = self.web_api_base.join(relative).map_err(|e| {
             Error::config(format!("`{relative}` is not a valid Web API path ({e})"))
         })?;
