@@ -39,9 +39,12 @@ pub enum ErrorKind {
 ///
 /// `Display` is one sentence a person can act on; details are available through the
 /// accessors. No secret, bearer token or paging token ever appears in it.
-#[derive(thiserror::Error)]
-#[error("{message}")]
 pub struct Error {
+    inner: Box<Inner>,
+}
+
+/// The details, boxed so `Result<T, Error>` stays one pointer wide.
+struct Inner {
     kind: ErrorKind,
     message: String,
     status: Option<u16>,
@@ -50,23 +53,39 @@ pub struct Error {
     request_id: Option<String>,
     retry_after: Option<Duration>,
     retryable: bool,
-    #[source]
     source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.inner.message)
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.inner
+            .source
+            .as_deref()
+            .map(|source| source as &(dyn std::error::Error + 'static))
+    }
 }
 
 impl Error {
     /// A new error of `kind` with a one-sentence `message`.
     pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Self {
-            kind,
-            message: message.into(),
-            status: None,
-            service_code: None,
-            service_message: None,
-            request_id: None,
-            retry_after: None,
-            retryable: matches!(kind, ErrorKind::Transport | ErrorKind::Throttled),
-            source: None,
+            inner: Box::new(Inner {
+                kind,
+                message: message.into(),
+                status: None,
+                service_code: None,
+                service_message: None,
+                request_id: None,
+                retry_after: None,
+                retryable: matches!(kind, ErrorKind::Transport | ErrorKind::Throttled),
+                source: None,
+            }),
         }
     }
 
@@ -87,7 +106,7 @@ impl Error {
 
     /// Attaches the HTTP status.
     pub(crate) fn with_status(mut self, status: u16) -> Self {
-        self.status = Some(status);
+        self.inner.status = Some(status);
         self
     }
 
@@ -97,32 +116,32 @@ impl Error {
         code: Option<String>,
         message: Option<String>,
     ) -> Self {
-        self.service_code = code.filter(|c| !c.is_empty());
-        self.service_message = message.filter(|m| !m.is_empty());
+        self.inner.service_code = code.filter(|c| !c.is_empty());
+        self.inner.service_message = message.filter(|m| !m.is_empty());
         self
     }
 
     /// Attaches the `x-ms-service-request-id` (or Entra `trace_id`) for support.
     pub(crate) fn with_request_id(mut self, request_id: Option<String>) -> Self {
-        self.request_id = request_id;
+        self.inner.request_id = request_id;
         self
     }
 
     /// Attaches the wait the server asked for.
     pub(crate) fn with_retry_after(mut self, retry_after: Option<Duration>) -> Self {
-        self.retry_after = retry_after;
+        self.inner.retry_after = retry_after;
         self
     }
 
     /// Marks the error as worth retrying (or not).
     pub(crate) fn with_retryable(mut self, retryable: bool) -> Self {
-        self.retryable = retryable;
+        self.inner.retryable = retryable;
         self
     }
 
     /// Appends a clause to the message, as in "Dataverse is unavailable (gave up after 5 attempts)".
     pub(crate) fn with_context(mut self, context: impl std::fmt::Display) -> Self {
-        self.message = format!("{} ({context})", self.message);
+        self.inner.message = format!("{} ({context})", self.inner.message);
         self
     }
 
@@ -131,43 +150,43 @@ impl Error {
         mut self,
         source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
     ) -> Self {
-        self.source = Some(source.into());
+        self.inner.source = Some(source.into());
         self
     }
 
     /// What kind of failure this is.
     pub fn kind(&self) -> ErrorKind {
-        self.kind
+        self.inner.kind
     }
 
     /// Whether sending the same request again later may succeed.
     pub fn is_retryable(&self) -> bool {
-        self.retryable
+        self.inner.retryable
     }
 
     /// How long the server asked the caller to wait before trying again (`Retry-After`).
     pub fn retry_after(&self) -> Option<Duration> {
-        self.retry_after
+        self.inner.retry_after
     }
 
     /// The HTTP status of the failed response, if there was one.
     pub fn status(&self) -> Option<u16> {
-        self.status
+        self.inner.status
     }
 
     /// The Dataverse error code (such as `0x80060888`) or Entra error (such as `invalid_grant`).
     pub fn service_code(&self) -> Option<&str> {
-        self.service_code.as_deref()
+        self.inner.service_code.as_deref()
     }
 
     /// The message the service gave with its error.
     pub fn service_message(&self) -> Option<&str> {
-        self.service_message.as_deref()
+        self.inner.service_message.as_deref()
     }
 
     /// The service's request id (`x-ms-service-request-id`, or Entra's `trace_id`), for support.
     pub fn request_id(&self) -> Option<&str> {
-        self.request_id.as_deref()
+        self.inner.request_id.as_deref()
     }
 }
 
@@ -175,24 +194,24 @@ impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut debug = f.debug_struct("Error");
         debug
-            .field("kind", &self.kind)
-            .field("message", &self.message);
-        if let Some(status) = self.status {
+            .field("kind", &self.inner.kind)
+            .field("message", &self.inner.message);
+        if let Some(status) = self.inner.status {
             debug.field("status", &status);
         }
-        if let Some(code) = &self.service_code {
+        if let Some(code) = &self.inner.service_code {
             debug.field("service_code", code);
         }
-        if let Some(message) = &self.service_message {
+        if let Some(message) = &self.inner.service_message {
             debug.field("service_message", message);
         }
-        if let Some(request_id) = &self.request_id {
+        if let Some(request_id) = &self.inner.request_id {
             debug.field("request_id", request_id);
         }
-        if let Some(retry_after) = self.retry_after {
+        if let Some(retry_after) = self.inner.retry_after {
             debug.field("retry_after", &retry_after);
         }
-        if let Some(source) = &self.source {
+        if let Some(source) = &self.inner.source {
             debug.field("source", &source.to_string());
         }
         debug.finish()
