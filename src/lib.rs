@@ -9,6 +9,10 @@ mod metadata;
 mod secret;
 mod value;
 
+#[cfg(feature = "testkit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
+pub mod testkit;
+
 pub use auth::{Authorizer, StaticTokenAuthorizer};
 pub use connection::{
     Cloud, Connection, ConnectionBuilder, DEFAULT_API_VERSION, DEFAULT_CONNECT_TIMEOUT,
