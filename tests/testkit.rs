@@ -796,3 +796,66 @@ async fn custom_tables_can_be_defined_and_filled() {
             .ends_with("$metadata#new_projects(new_name,new_budget)/$entity")
     );
 }
+
+#[tokio::test]
+async fn large_deltas_are_paged_and_end_with_a_delta_link() {
+    let crm = StandIn::with_sample_data().await;
+    let token = token(&crm).await;
+    let prefer = ["odata.track-changes", "odata.maxpagesize=2"];
+    let mut url = "contacts?$select=lastname".to_owned();
+    let delta_link = loop {
+        let body = get_json(&crm, &token, &url, &prefer).await;
+        match body["@odata.nextLink"].as_str() {
+            Some(next) => url = next.to_owned(),
+            None => break body["@odata.deltaLink"].as_str().unwrap().to_owned(),
+        }
+    };
+    let ids: Vec<String> = crm
+        .rows("contact")
+        .iter()
+        .take(3)
+        .map(|r| r["contactid"].as_str().unwrap().to_owned())
+        .collect();
+    crm.upsert(
+        "contact",
+        json!({"contactid": ids[0], "lastname": "Changed"}),
+    );
+    crm.upsert(
+        "contact",
+        json!({"contactid": ids[1], "lastname": "Changed too"}),
+    );
+    crm.delete("contact", &ids[2]);
+
+    let first = get_json(&crm, &token, &delta_link, &prefer).await;
+    assert_eq!(first["value"].as_array().unwrap().len(), 2);
+    assert!(first.get("@odata.deltaLink").is_none());
+    // A change made while paging waits for the next delta instead of shifting pages.
+    crm.upsert(
+        "contact",
+        json!({"contactid": ids[0], "lastname": "Changed again"}),
+    );
+    let second = get_json(
+        &crm,
+        &token,
+        first["@odata.nextLink"].as_str().unwrap(),
+        &prefer,
+    )
+    .await;
+    assert_eq!(
+        second["value"],
+        json!([{
+            "@odata.context": format!("{}$metadata#contacts/$deletedEntity", crm.web_api_url()),
+            "id": ids[2],
+            "reason": "deleted"
+        }])
+    );
+    let next = get_json(
+        &crm,
+        &token,
+        second["@odata.deltaLink"].as_str().unwrap(),
+        &prefer,
+    )
+    .await;
+    assert_eq!(next["value"].as_array().unwrap().len(), 1);
+    assert_eq!(next["value"][0]["lastname"], "Changed again");
+}
