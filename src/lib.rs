@@ -11,6 +11,10 @@ mod retry;
 mod secret;
 mod value;
 
+#[cfg(feature = "testkit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
+pub mod testkit;
+
 pub use auth::{
     AuthorizationRequest, AuthorizeOptions, Authorizer, DEFAULT_REFRESH_MARGIN, EntraApp,
     EntraAppBuilder, MemoryTokenStore, OAuthAuthorizer, OAuthAuthorizerBuilder, Prompt,
@@ -18,6 +22,7 @@ pub use auth::{
     who_am_i,
 };
 pub use client::DataverseClient;
+
 pub use connection::{
     Cloud, Connection, ConnectionBuilder, DEFAULT_API_VERSION, DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_REQUEST_TIMEOUT, DEFAULT_USER_AGENT, InstanceUrl,

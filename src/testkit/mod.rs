@@ -1,0 +1,594 @@
+//! A stand-in Dynamics 365 instance for tests: Entra ID's token endpoint and the Dataverse Web
+//! API, served in-process on a loopback port (feature `testkit`).
+//!
+//! [`StandIn`] answers the requests this crate (and any Dataverse client) sends, shaped like the
+//! real service: OAuth 2.0 tokens (client credentials, authorization code with PKCE, rotating
+//! refresh tokens), `WhoAmI`, `EntityDefinitions` metadata with typed attribute casts, record
+//! queries with `$select`, `$filter`, `$orderby`, `$top`, server-driven paging
+//! (`@odata.nextLink`), annotations on request, change tracking (`@odata.deltaLink`, deleted
+//! rows), and Dataverse's error bodies. It keeps state: rows you [`upsert`](StandIn::upsert)
+//! and [`delete`](StandIn::delete) between two syncs show up in the next delta, and
+//! [faults](Fault) you [`inject`](StandIn::inject) make it throttle, fail, or expire tokens.
+//!
+//! # Using it in a host application's tests
+//!
+//! Enable the feature for tests only:
+//!
+//! ```toml
+//! [dev-dependencies]
+//! d365-connector = { version = "0.1", features = ["testkit"] }
+//! ```
+//!
+//! Point the connection at [`StandIn::url`] and the authority at [`StandIn::authority`], and
+//! authenticate with [`StandIn::TENANT_ID`], [`StandIn::CLIENT_ID`] and
+//! [`StandIn::CLIENT_SECRET`]. Then change data between syncs and assert what arrived:
+//!
+//! ```no_run
+//! use d365_connector::testkit::{Fault, StandIn};
+//! use serde_json::json;
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let crm = StandIn::with_sample_data().await;
+//! let connection = d365_connector::Connection::builder("test", crm.url())
+//!     .with_authority(crm.authority())
+//!     .build()?;
+//! // ... run a first sync of `contacts` through `connection` ...
+//!
+//! // Between two syncs: one change, one delete, and a throttled first request.
+//! let id = crm.upsert("contact", json!({"firstname": "Ada", "lastname": "Lovelace"}));
+//! crm.delete("contact", &id);
+//! crm.inject(Fault::Throttle { retry_after_secs: 1 });
+//! // ... run the second sync and assert what the host stored ...
+//!
+//! assert!(crm.api_requests().iter().all(|r| r.header("authorization").is_some()));
+//! # let _ = connection; Ok(()) }
+//! ```
+//!
+//! # The sample data
+//!
+//! [`StandIn::with_sample_data`] seeds three tables:
+//!
+//! - `systemuser` (`systemusers`): 4 users; change tracking is **off** (a track-changes request
+//!   answers `0x80072491`), so it exercises the `modifiedon` watermark.
+//! - `account` (`accounts`): 12 rows with Money `revenue` (`5000000.0000`,
+//!   `922337203685477.5807`, ...), Integer, Picklist `industrycode` with labels, State/Status,
+//!   `primarycontactid` (Lookup to contact) and `ownerid` (Owner); change tracking on.
+//! - `contact` (`contacts`): 25 rows, among them `Siobhan O'Brien`; `parentcustomerid`
+//!   (Customer) points at accounts and, for some rows, at contacts; `birthdate` is DateOnly;
+//!   change tracking on.
+//!
+//! Several rows share the same `modifiedon` second, as they do in real environments.
+//!
+//! # Fidelity
+//!
+//! Only `GET` is served below `/api/data/v9.2/`; other methods answer 405. Filters support
+//! `eq ne gt ge lt le`, `and or not`, parentheses, `contains`/`startswith`/`endswith`, and
+//! string, GUID, number, `null`, boolean, date-time and date literals; text compares
+//! case-insensitively and a comparison with a null column is false (except `eq null`). An
+//! unsupported query option is refused with a 400, never ignored. Formatted values are en-US
+//! and in UTC.
+
+mod filter;
+mod metadata;
+mod odata;
+mod reply;
+mod sample;
+mod state;
+mod token;
+
+pub use state::{AttributeDef, EntityDef};
+
+use reply::{ApiError, Reply};
+use state::State;
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate, matchers::any};
+
+/// A fault the stand-in plays, see [`StandIn::inject`].
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// The next Web API request answers `429` with `Retry-After: <secs>` and code `0x80072322`
+    /// (service protection: number of requests).
+    Throttle {
+        /// The `Retry-After` header value, in seconds.
+        retry_after_secs: u64,
+    },
+    /// The next Web API request answers `503` with a gateway's HTML page.
+    Unavailable,
+    /// The next Web API request answers `403` with `0x80072560` ("The user is not a member of the
+    /// organization.").
+    Forbidden,
+    /// The next Web API request answers `status` with `body` (sent as JSON).
+    Status {
+        /// The HTTP status.
+        status: u16,
+        /// The body, sent as `application/json`.
+        body: String,
+    },
+    /// At once: every delta token issued so far is expired; a request with one answers `400`
+    /// `0x80044352` ("Version stamp associated with the client has expired. Please perform a
+    /// full sync."). Tokens issued afterwards work.
+    ExpireDeltaTokens,
+    /// At once: every access token issued so far is revoked; Web API requests with one answer
+    /// `401`. Tokens issued afterwards work.
+    ExpireAccessTokens,
+    /// At once: every refresh token issued so far is revoked; redeeming one answers
+    /// `invalid_grant` `AADSTS70008`.
+    ExpireRefreshTokens,
+}
+
+impl Fault {
+    fn is_queued(&self) -> bool {
+        matches!(
+            self,
+            Fault::Throttle { .. } | Fault::Unavailable | Fault::Forbidden | Fault::Status { .. }
+        )
+    }
+}
+
+/// One request the stand-in received.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedRequest {
+    /// The HTTP method (`GET`).
+    pub method: String,
+    /// Path and query exactly as sent (`/api/data/v9.2/accounts?$select=name`).
+    pub path_and_query: String,
+    /// Every header, names in lowercase, in the order received. The `Authorization` value is
+    /// kept so tests can assert on it: this is test infrastructure.
+    pub headers: Vec<(String, String)>,
+    /// The body (the form of a token request, empty for `GET`).
+    pub body: Vec<u8>,
+}
+
+impl RecordedRequest {
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The path without the query (`/api/data/v9.2/accounts`).
+    pub fn path(&self) -> &str {
+        self.path_and_query
+            .split_once('?')
+            .map_or(self.path_and_query.as_str(), |(p, _)| p)
+    }
+
+    /// The decoded query parameters, in order (`("$select", "name")`).
+    pub fn query_pairs(&self) -> Vec<(String, String)> {
+        let query = self.path_and_query.split_once('?').map_or("", |(_, q)| q);
+        url::form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect()
+    }
+
+    /// Whether it went to the Entra token endpoint.
+    pub fn is_token_request(&self) -> bool {
+        self.path().ends_with("/oauth2/v2.0/token")
+    }
+
+    /// Whether it went to the Dataverse Web API.
+    pub fn is_api_request(&self) -> bool {
+        self.path().starts_with(API_PREFIX)
+    }
+}
+
+const API_PREFIX: &str = "/api/data/v9.2/";
+
+/// An in-process Dynamics 365 instance and its Entra ID tenant. See the [module docs](self).
+///
+/// It stops when dropped. Every method takes `&self`; the instance is shared state behind a
+/// mutex, so a test can change data while a sync runs.
+pub struct StandIn {
+    server: MockServer,
+    state: Arc<Mutex<State>>,
+}
+
+impl fmt::Debug for StandIn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.lock();
+        let tables: Vec<&str> = state
+            .tables
+            .iter()
+            .map(|t| t.def.logical_name.as_str())
+            .collect();
+        f.debug_struct("StandIn")
+            .field("url", &state.base_url)
+            .field("tables", &tables)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StandIn {
+    /// The tenant (directory) id the token endpoint accepts (`organizations` and `common` work
+    /// too for the authorization code flow).
+    pub const TENANT_ID: &'static str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+    /// The application (client) id of the registered app.
+    pub const CLIENT_ID: &'static str = "51f81489-12ee-4a9e-aaae-a2591f45987d";
+    /// The app's valid client secret.
+    pub const CLIENT_SECRET: &'static str = "Jq38Q~stand-in.client.secret~kL2mN";
+    /// `UserId` that `WhoAmI` reports for client-credentials tokens (the application user).
+    pub const APPLICATION_USER_ID: &'static str = "c76fee97-961f-ef11-840b-000d3abf969a";
+    /// `UserId` that `WhoAmI` reports for tokens from the authorization code flow.
+    pub const USER_ID: &'static str = "d1b0e7a2-4c3f-ef11-840b-000d3abf969a";
+    /// `BusinessUnitId` that `WhoAmI` reports.
+    pub const BUSINESS_UNIT_ID: &'static str = "d568ee97-961f-ef11-840b-000d3abf969a";
+    /// `OrganizationId` that `WhoAmI` reports.
+    pub const ORGANIZATION_ID: &'static str = "3a6e2f10-961f-ef11-a81c-000d3a4bd6c1";
+
+    /// Starts an empty instance (no tables) on a free loopback port.
+    pub async fn start() -> StandIn {
+        let server = MockServer::start().await;
+        let state = Arc::new(Mutex::new(State::new(server.uri())));
+        Mock::given(any())
+            .respond_with(Handler {
+                state: Arc::clone(&state),
+            })
+            .named("d365 stand-in")
+            .mount(&server)
+            .await;
+        StandIn { server, state }
+    }
+
+    /// Starts an instance seeded with `systemuser`, `account` and `contact` (see the
+    /// [module docs](self#the-sample-data)).
+    pub async fn with_sample_data() -> StandIn {
+        let stand_in = Self::start().await;
+        sample::load(&mut stand_in.lock());
+        stand_in
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The instance URL (`http://127.0.0.1:PORT`), as a host would configure it.
+    pub fn url(&self) -> String {
+        self.server.uri()
+    }
+
+    /// The Web API root (`http://127.0.0.1:PORT/api/data/v9.2/`).
+    pub fn web_api_url(&self) -> String {
+        format!("{}{API_PREFIX}", self.server.uri())
+    }
+
+    /// The authority base (`http://127.0.0.1:PORT`); the token endpoint is
+    /// `<authority>/<tenant>/oauth2/v2.0/token`.
+    pub fn authority(&self) -> String {
+        self.server.uri()
+    }
+
+    /// `<authority>/<TENANT_ID>/oauth2/v2.0/token`.
+    pub fn token_url(&self) -> String {
+        format!(
+            "{}/{}/oauth2/v2.0/token",
+            self.server.uri(),
+            Self::TENANT_ID
+        )
+    }
+
+    /// `<authority>/<TENANT_ID>/oauth2/v2.0/authorize`. A `GET` with `response_type=code`,
+    /// `client_id`, `redirect_uri`, `scope`, `state`, `code_challenge` and
+    /// `code_challenge_method=S256` signs the user in at once and answers `302` to
+    /// `redirect_uri?code=...&state=...`.
+    pub fn authorize_url(&self) -> String {
+        format!(
+            "{}/{}/oauth2/v2.0/authorize",
+            self.server.uri(),
+            Self::TENANT_ID
+        )
+    }
+
+    /// The scope a confidential client asks for (`<url>/.default`).
+    pub fn default_scope(&self) -> String {
+        format!("{}/.default", self.server.uri())
+    }
+
+    /// Adds a table, or replaces the definition of one with the same logical name (its rows
+    /// stay).
+    ///
+    /// # Panics
+    /// If a lookup column has no target table.
+    pub fn add_entity(&self, def: EntityDef) {
+        self.lock().add_entity(def);
+    }
+
+    /// Inserts a row, or merges the given properties into the row with the same primary id, as
+    /// a `PATCH` upsert does; returns the row's id (generated when the row has none).
+    ///
+    /// `row` is in Web API shape: lookups as `_x_value`, optionally with
+    /// `_x_value@Microsoft.Dynamics.CRM.lookuplogicalname` (needed only when the lookup has
+    /// several targets and the id is in none of them yet); formatted values may be given as
+    /// `x@OData.Community.Display.V1.FormattedValue`, otherwise they are derived (option labels,
+    /// `$1,234.50`, `6/12/2024 2:13 PM`, the looked-up row's primary name). Give Money, Decimal
+    /// and BigInt values that an `f64` cannot hold as strings (`"922337203685477.5807"`): they
+    /// are served as JSON numbers digit for digit. Columns left out of a new row are `null`.
+    ///
+    /// Each call is one change: it bumps the change version and the etag, and sets
+    /// `modifiedon` to now (to the second) unless the row gives it.
+    ///
+    /// # Panics
+    /// On an unknown table or column, or a value that does not fit its column.
+    pub fn upsert(&self, entity: &str, row: serde_json::Value) -> String {
+        self.lock().upsert(entity, row)
+    }
+
+    /// Deletes a row; the next delta reports it as `deleted`. Returns whether it existed.
+    ///
+    /// # Panics
+    /// On an unknown table.
+    pub fn delete(&self, entity: &str, id: &str) -> bool {
+        self.lock().delete(entity, id)
+    }
+
+    /// The current rows of a table, as the Web API would return them without `$select` or
+    /// annotations (etag, every column, Money kept as its literal string).
+    ///
+    /// # Panics
+    /// On an unknown table.
+    pub fn rows(&self, entity: &str) -> Vec<serde_json::Value> {
+        let state = self.lock();
+        let Some(table) = state.table(entity) else {
+            panic!("stand-in: no table `{entity}`");
+        };
+        table
+            .rows
+            .iter()
+            .map(|r| {
+                let mut fields = r.fields.clone();
+                fields.insert(
+                    "@odata.etag".to_owned(),
+                    serde_json::Value::String(format!("W/\"{}\"", r.version)),
+                );
+                serde_json::Value::Object(fields)
+            })
+            .collect()
+    }
+
+    /// Queues a one-shot fault for the next Web API request (`Throttle`, `Unavailable`,
+    /// `Forbidden`, `Status`; several play in order), or applies an expiry at once
+    /// (`ExpireDeltaTokens`, `ExpireAccessTokens`, `ExpireRefreshTokens`).
+    pub fn inject(&self, fault: Fault) {
+        let mut state = self.lock();
+        match fault {
+            f if f.is_queued() => state.faults.push_back(f),
+            Fault::ExpireDeltaTokens => {
+                state.version += 1;
+                state.delta_floor = state.version;
+            }
+            Fault::ExpireAccessTokens => {
+                for s in state.access_tokens.values_mut() {
+                    *s = state::TokenState::Revoked;
+                }
+            }
+            Fault::ExpireRefreshTokens => {
+                for (s, _) in state.refresh_tokens.values_mut() {
+                    *s = state::TokenState::Revoked;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Issues an access token directly (as the client credentials grant would), for tests that
+    /// do not exercise authentication.
+    pub fn issue_access_token(&self) -> String {
+        self.lock().new_access_token(Self::APPLICATION_USER_ID)
+    }
+
+    /// Issues an authorization code as if a user signed in and consented, bound to
+    /// `redirect_uri`, the PKCE `code_challenge` (S256) and `scope` (add `offline_access` to get
+    /// a refresh token when redeeming it).
+    pub fn issue_authorization_code(
+        &self,
+        redirect_uri: &str,
+        code_challenge: &str,
+        scope: &str,
+    ) -> String {
+        token::issue_code(&mut self.lock(), redirect_uri, code_challenge, scope)
+    }
+
+    /// Every request received so far (token endpoint and Web API), oldest first.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.lock().requests.clone()
+    }
+
+    /// The Web API requests received so far, oldest first.
+    pub fn api_requests(&self) -> Vec<RecordedRequest> {
+        self.lock()
+            .requests
+            .iter()
+            .filter(|r| r.is_api_request())
+            .cloned()
+            .collect()
+    }
+
+    /// How many token requests the token endpoint received.
+    pub fn token_requests(&self) -> usize {
+        self.lock().token_requests
+    }
+
+    /// Forgets the recorded requests and the token request count.
+    pub fn clear_requests(&self) {
+        let mut state = self.lock();
+        state.requests.clear();
+        state.token_requests = 0;
+    }
+
+    /// How many queued faults have not played yet.
+    pub fn pending_faults(&self) -> usize {
+        self.lock().faults.len()
+    }
+}
+
+/// The one responder behind every request.
+struct Handler {
+    state: Arc<Mutex<State>>,
+}
+
+impl Respond for Handler {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let path_and_query = match request.url.query() {
+            Some(q) => format!("{}?{q}", request.url.path()),
+            None => request.url.path().to_owned(),
+        };
+        state.requests.push(RecordedRequest {
+            method: request.method.to_string(),
+            path_and_query,
+            headers: request
+                .headers
+                .iter()
+                .map(|(n, v)| {
+                    (
+                        n.as_str().to_ascii_lowercase(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect(),
+            body: request.body.clone(),
+        });
+        route(&mut state, request).into_template()
+    }
+}
+
+fn header<'a>(request: &'a Request, name: &str) -> Option<&'a str> {
+    request.headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn route(state: &mut State, request: &Request) -> Reply {
+    let path = request.url.path();
+    if let Some(rest) = path.strip_prefix(API_PREFIX) {
+        let reply = api(state, request, rest).unwrap_or_else(ApiError::into_reply);
+        let id = state.guid();
+        return reply
+            .header("OData-Version", "4.0")
+            .header("x-ms-service-request-id", id.clone())
+            .header("REQ_ID", id);
+    }
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match (request.method.as_str(), segments.as_slice()) {
+        ("POST", [tenant, "oauth2", "v2.0", "token"]) => token::token(
+            state,
+            tenant,
+            header(request, "authorization"),
+            &request.body,
+        ),
+        ("GET", [tenant, "oauth2", "v2.0", "authorize"]) => {
+            token::authorize(state, tenant, &request.url)
+        }
+        _ => Reply {
+            status: 404,
+            content_type: "text/plain",
+            headers: Vec::new(),
+            body: format!("The stand-in serves no {} {path}", request.method),
+        },
+    }
+}
+
+/// A Web API request: authorization, queued faults, then the resource.
+fn api(state: &mut State, request: &Request, rest: &str) -> Result<Reply, ApiError> {
+    let bearer = header(request, "authorization").and_then(|h| h.strip_prefix("Bearer "));
+    let valid = bearer
+        .is_some_and(|t| state.access_tokens.get(t.trim()) == Some(&state::TokenState::Valid));
+    if !valid {
+        let reply = ApiError::new(
+            401,
+            "",
+            if bearer.is_some() {
+                "The access token is invalid or has expired."
+            } else {
+                "Authorization header is missing; a Bearer token is required."
+            },
+        )
+        .into_reply()
+        .header(
+            "WWW-Authenticate",
+            format!(
+                "Bearer authorization_uri={}/{}/oauth2/authorize, resource_id={}/",
+                state.base_url,
+                StandIn::TENANT_ID,
+                state.base_url
+            ),
+        );
+        return Ok(reply);
+    }
+    if let Some(fault) = state.faults.pop_front() {
+        return Ok(fault_reply(fault));
+    }
+    if request.method.as_str() != "GET" {
+        return Err(ApiError::new(
+            405,
+            "0x8006088a",
+            format!(
+                "The stand-in serves only GET; {} is not supported.",
+                request.method
+            ),
+        ));
+    }
+    if matches!(rest, "WhoAmI" | "WhoAmI()") {
+        let who = serde_json::json!({
+            "@odata.context": format!("{}$metadata#Microsoft.Dynamics.CRM.WhoAmIResponse", odata::api_base(state)),
+            "BusinessUnitId": StandIn::BUSINESS_UNIT_ID,
+            "UserId": who_am_i(bearer.unwrap_or_default()),
+            "OrganizationId": StandIn::ORGANIZATION_ID,
+        });
+        return Ok(Reply::ok(who.to_string()));
+    }
+    if rest.starts_with("EntityDefinitions") {
+        return metadata::get(state, rest, &request.url);
+    }
+    let prefer: Vec<String> = request
+        .headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_owned))
+        .collect();
+    odata::get(state, rest, &request.url, &odata::Prefs::parse(&prefer))
+}
+
+/// The user a token was issued to, read back from its claims.
+fn who_am_i(token: &str) -> String {
+    use base64::Engine as _;
+    token
+        .split('.')
+        .nth(1)
+        .and_then(|p| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(p)
+                .ok()
+        })
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|c| c["sub"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| StandIn::APPLICATION_USER_ID.to_owned())
+}
+
+fn fault_reply(fault: Fault) -> Reply {
+    match fault {
+        Fault::Throttle { retry_after_secs } => ApiError::new(
+            429,
+            "0x80072322",
+            "Number of requests exceeded the limit of 6000 over time window of 300 seconds.",
+        )
+        .into_reply()
+        .header("Retry-After", retry_after_secs.to_string()),
+        Fault::Unavailable => Reply {
+            status: 503,
+            content_type: "text/html",
+            headers: Vec::new(),
+            body: "<html><head><title>503 Service Unavailable</title></head><body><h1>Service Unavailable</h1><p>The service is temporarily unavailable. Please try again later.</p></body></html>".to_owned(),
+        },
+        Fault::Forbidden => ApiError::new(403, "0x80072560", "The user is not a member of the organization.").into_reply(),
+        Fault::Status { status, body } => Reply {
+            status,
+            content_type: "application/json",
+            headers: Vec::new(),
+            body,
+        },
+        _ => ApiError::new(500, "", "unexpected fault").into_reply(),
+    }
+}
