@@ -2,7 +2,7 @@
 //! the token set to a file.
 //!
 //! ```text
-//! D365_INSTANCE_URL=https://contoso.crm4.dynamics.com \
+//! D365_URL=https://contoso.crm4.dynamics.com \
 //! D365_TENANT_ID=contoso.onmicrosoft.com \
 //! D365_CLIENT_ID=<application (client) id> \
 //! cargo run --example authorize
@@ -29,7 +29,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const REQUIRED: [(&str, &str); 3] = [
     (
-        "D365_INSTANCE_URL",
+        "D365_URL",
         "the environment URL, such as https://contoso.crm4.dynamics.com",
     ),
     (
@@ -81,7 +81,7 @@ fn var(name: &str) -> Option<String> {
 }
 
 async fn run() -> d365_connector::Result<()> {
-    let instance = var("D365_INSTANCE_URL").unwrap_or_default();
+    let instance = var("D365_URL").unwrap_or_default();
     let mut connection = Connection::builder("example", instance);
     if let Some(authority) = var("D365_AUTHORITY") {
         connection = connection.with_authority(authority);
