@@ -18,7 +18,10 @@ pub use connection::{
     DEFAULT_REQUEST_TIMEOUT, DEFAULT_USER_AGENT, InstanceUrl,
 };
 pub use error::{Error, ErrorKind, Result};
-pub use metadata::{AttributeMetadata, AttributeType, EntityMetadata};
+pub use metadata::{
+    AttributeMetadata, AttributeType, EntityMetadata, EntitySummary, MetadataOptions, OptionLabel,
+    Relationship,
+};
 pub use retry::{Clock, RetryPolicy, SystemClock, VirtualClock};
 pub use secret::{AccessToken, AuthorizationCode, ClientSecret, RefreshToken};
 pub use url::Url;
