@@ -12,7 +12,12 @@ mod retry;
 mod secret;
 mod value;
 
-pub use auth::{Authorizer, StaticTokenAuthorizer};
+pub use auth::{
+    AuthorizationRequest, AuthorizeOptions, Authorizer, DEFAULT_REFRESH_MARGIN, EntraApp,
+    EntraAppBuilder, MemoryTokenStore, OAuthAuthorizer, OAuthAuthorizerBuilder, Prompt,
+    ResourceScope, StaticTokenAuthorizer, StoreError, TenantId, TokenSet, TokenStore, WhoAmI,
+    who_am_i,
+};
 pub use client::DataverseClient;
 pub use connection::{
     Cloud, Connection, ConnectionBuilder, DEFAULT_API_VERSION, DEFAULT_CONNECT_TIMEOUT,

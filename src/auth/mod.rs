@@ -1,4 +1,21 @@
-//! Authorization: the [`Authorizer`] seam that hands out bearer tokens.
+//! Authorization: the [`Authorizer`] seam that hands out bearer tokens, and the Entra ID
+//! (OAuth 2.0) authorizer behind it.
+
+mod code_flow;
+mod config;
+mod entra;
+mod oauth;
+mod pkce;
+mod store;
+mod token;
+mod whoami;
+
+pub use code_flow::{AuthorizationRequest, AuthorizeOptions, Prompt};
+pub use config::{EntraApp, EntraAppBuilder, ResourceScope, TenantId};
+pub use oauth::{DEFAULT_REFRESH_MARGIN, OAuthAuthorizer, OAuthAuthorizerBuilder};
+pub use store::{MemoryTokenStore, StoreError, TokenStore};
+pub use token::TokenSet;
+pub use whoami::{WhoAmI, who_am_i};
 
 use crate::error::{Error, Result};
 use crate::secret::AccessToken;

@@ -1,0 +1,488 @@
+//! The Entra ID v2.0 token endpoint: requests, responses, and errors turned into guidance.
+
+use super::config::TenantId;
+use crate::client::transport_error;
+use crate::error::{Error, ErrorKind, Result};
+use crate::retry::RetryPolicy;
+use reqwest::StatusCode;
+use reqwest::header::{self, HeaderMap};
+use serde::Deserialize;
+use std::fmt;
+use std::time::Duration;
+use url::Url;
+
+/// Which grant a token request uses; it decides what an `invalid_grant` means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Grant {
+    AuthorizationCode,
+    RefreshToken,
+    ClientCredentials,
+}
+
+impl Grant {
+    fn as_str(self) -> &'static str {
+        match self {
+            Grant::AuthorizationCode => "authorization_code",
+            Grant::RefreshToken => "refresh_token",
+            Grant::ClientCredentials => "client_credentials",
+        }
+    }
+}
+
+/// `<authority>/<tenant>/oauth2/v2.0/<endpoint>`.
+pub(crate) fn endpoint_url(authority: &Url, tenant: &TenantId, endpoint: &str) -> Result<Url> {
+    authority
+        .join(&format!("{}/oauth2/v2.0/{endpoint}", tenant.as_str()))
+        .map_err(|e| Error::config(format!("the Entra ID {endpoint} URL cannot be built ({e})")))
+}
+
+/// The form fields of one token request. Secret fields are remembered so that nothing the
+/// server echoes back can carry them into an error.
+pub(crate) struct TokenForm {
+    fields: Vec<(&'static str, String)>,
+    secrets: Vec<String>,
+}
+
+impl TokenForm {
+    pub(crate) fn new(grant: Grant, client_id: &str) -> Self {
+        Self {
+            fields: vec![
+                ("grant_type", grant.as_str().to_owned()),
+                ("client_id", client_id.to_owned()),
+            ],
+            secrets: Vec::new(),
+        }
+    }
+
+    pub(crate) fn field(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.fields.push((name, value.into()));
+        self
+    }
+
+    pub(crate) fn secret(mut self, name: &'static str, value: &str) -> Self {
+        self.secrets.push(value.to_owned());
+        self.fields.push((name, value.to_owned()));
+        self
+    }
+
+    fn encode(&self) -> String {
+        url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(self.fields.iter().map(|(k, v)| (*k, v.as_str())))
+            .finish()
+    }
+
+    /// `text` with every secret of this form replaced by `[redacted]`.
+    fn scrub(&self, text: &str) -> String {
+        self.secrets
+            .iter()
+            .filter(|s| s.len() >= 4)
+            .fold(text.to_owned(), |acc, s| {
+                acc.replace(s.as_str(), "[redacted]")
+            })
+    }
+}
+
+/// A successful token response.
+pub(crate) struct TokenResponse {
+    pub access_token: String,
+    pub refresh_token: Option<String>,
+    pub expires_in: Duration,
+    pub scopes: Vec<String>,
+}
+
+/// Sends token requests to one token endpoint through the connection's no-redirect client,
+/// retrying per policy.
+#[derive(Clone)]
+pub(crate) struct TokenEndpoint {
+    http: reqwest::Client,
+    url: Url,
+    retry: RetryPolicy,
+}
+
+impl fmt::Debug for TokenEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenEndpoint")
+            .field("url", &self.url.as_str())
+            .field("retry", &self.retry)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenEndpoint {
+    pub(crate) fn new(http: reqwest::Client, url: Url, retry: RetryPolicy) -> Self {
+        Self { http, url, retry }
+    }
+
+    /// Sends `form` and returns the tokens, or an error that says what to do.
+    pub(crate) async fn request(&self, grant: Grant, form: TokenForm) -> Result<TokenResponse> {
+        let body = form.encode();
+        self.retry
+            .run(|| self.request_once(grant, &form, body.clone()))
+            .await
+    }
+
+    async fn request_once(
+        &self,
+        grant: Grant,
+        form: &TokenForm,
+        body: String,
+    ) -> Result<TokenResponse> {
+        let response = self
+            .http
+            .post(self.url.clone())
+            .header(header::ACCEPT, "application/json")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| transport_error(e).with_context("Entra ID token endpoint"))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.map_err(transport_error)?;
+        if status.is_success() {
+            return parse_success(&bytes);
+        }
+        Err(error_from_response(grant, status, &headers, &bytes, form))
+    }
+}
+
+fn parse_success(body: &[u8]) -> Result<TokenResponse> {
+    #[derive(Deserialize)]
+    struct Raw {
+        access_token: String,
+        #[serde(default)]
+        token_type: Option<String>,
+        #[serde(default)]
+        expires_in: Option<serde_json::Value>,
+        #[serde(default)]
+        refresh_token: Option<String>,
+        #[serde(default)]
+        scope: Option<String>,
+    }
+    // serde's messages can quote field values (tokens), so they are never passed on.
+    let raw: Raw = serde_json::from_slice(body).map_err(|_| {
+        Error::decode(
+            "Entra ID's token response is not the JSON expected (no `access_token` or a malformed field); check that the authority is an Entra ID (or compatible) endpoint",
+        )
+    })?;
+    if let Some(kind) = raw.token_type.as_deref() {
+        if !kind.eq_ignore_ascii_case("bearer") {
+            return Err(Error::decode(format!(
+                "Entra ID issued a `{kind}` token, not a Bearer token; check the authority"
+            )));
+        }
+    }
+    if raw.access_token.is_empty() {
+        return Err(Error::decode(
+            "Entra ID's token response has an empty `access_token`",
+        ));
+    }
+    let expires_in = match raw.expires_in {
+        // Entra always sends it; an hour is Entra's default lifetime if a stand-in does not.
+        None => Duration::from_secs(3600),
+        Some(value) => seconds(&value).ok_or_else(|| {
+            Error::decode(
+                "Entra ID's token response has an `expires_in` that is neither a number of seconds nor a string of one",
+            )
+        })?,
+    };
+    Ok(TokenResponse {
+        access_token: raw.access_token,
+        refresh_token: raw.refresh_token.filter(|t| !t.is_empty()),
+        expires_in,
+        scopes: raw
+            .scope
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect(),
+    })
+}
+
+/// Seconds from a JSON number or a string holding one (`3599`, `"3599"`, `3599.0`).
+fn seconds(value: &serde_json::Value) -> Option<Duration> {
+    match value {
+        serde_json::Value::Number(n) => n
+            .as_u64()
+            .map(Duration::from_secs)
+            .or_else(|| n.as_f64().and_then(|f| Duration::try_from_secs_f64(f).ok())),
+        serde_json::Value::String(s) => {
+            let s = s.trim();
+            s.parse::<u64>().ok().map(Duration::from_secs).or_else(|| {
+                s.parse::<f64>()
+                    .ok()
+                    .and_then(|f| Duration::try_from_secs_f64(f).ok())
+            })
+        }
+        _ => None,
+    }
+}
+
+/// An OAuth error as Entra sends it, in a token response body or an authorize redirect.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct OAuthError {
+    pub error: String,
+    #[serde(default)]
+    pub error_description: Option<String>,
+    #[serde(default)]
+    pub error_codes: Vec<u64>,
+    #[serde(default)]
+    pub trace_id: Option<String>,
+}
+
+impl OAuthError {
+    /// The AADSTS number: the first of `error_codes`, else the one the description starts with.
+    fn aadsts(&self) -> Option<u64> {
+        if let Some(code) = self.error_codes.first() {
+            return Some(*code);
+        }
+        let description = self.error_description.as_deref()?;
+        let start = description.find("AADSTS")? + "AADSTS".len();
+        let digits: String = description[start..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse().ok()
+    }
+}
+
+fn error_from_response(
+    grant: Grant,
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+    form: &TokenForm,
+) -> Error {
+    let retry_after = headers
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    if status.is_redirection() {
+        return Error::new(
+            ErrorKind::Protocol,
+            format!(
+                "the token endpoint answered with a redirect (HTTP {}); redirects are never followed so credentials stay with Entra ID; check the authority URL",
+                status.as_u16()
+            ),
+        )
+        .with_status(status.as_u16());
+    }
+    let parsed = serde_json::from_slice::<OAuthError>(body)
+        .ok()
+        .filter(|e| !e.error.is_empty());
+    let error = match parsed {
+        Some(oauth) => {
+            let oauth = OAuthError {
+                error_description: oauth.error_description.map(|d| form.scrub(&d)),
+                ..oauth
+            };
+            guidance(grant, Some(status), &oauth)
+        }
+        None => {
+            let status_part = format!(
+                "HTTP {} {}",
+                status.as_u16(),
+                status.canonical_reason().unwrap_or("error")
+            );
+            match status.as_u16() {
+                429 => Error::new(
+                    ErrorKind::Throttled,
+                    format!("Entra ID is throttling token requests ({status_part}); retry later"),
+                ),
+                500..=599 => Error::new(
+                    ErrorKind::Service,
+                    format!("Entra ID is temporarily unavailable ({status_part}); try again later"),
+                )
+                .with_retryable(true),
+                _ => Error::new(
+                    ErrorKind::Service,
+                    format!(
+                        "the token endpoint answered {status_part} without an OAuth error; check the authority URL and the tenant"
+                    ),
+                ),
+            }
+        }
+    };
+    let error = error.with_status(status.as_u16());
+    if status.as_u16() == 429 || status.is_server_error() {
+        error.with_retryable(true).with_retry_after(retry_after)
+    } else {
+        error
+    }
+}
+
+/// Turns an Entra OAuth error into an [`Error`] whose message says what to do. The
+/// description (already free of secrets) and `trace_id` are kept for support.
+pub(crate) fn guidance(grant: Grant, status: Option<StatusCode>, oauth: &OAuthError) -> Error {
+    let aadsts = oauth.aadsts();
+    let code = match aadsts {
+        Some(n) => format!("{}, AADSTS{n}", oauth.error),
+        None => oauth.error.clone(),
+    };
+    let first_sentence = oauth
+        .error_description
+        .as_deref()
+        .and_then(|d| d.lines().next())
+        .map(|line| match line.find(". ") {
+            Some(end) => &line[..=end],
+            None => line,
+        })
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
+    use ErrorKind::{Auth, Config, Service};
+    let (kind, message) = match (oauth.error.as_str(), aadsts) {
+        ("consent_required", _) | (_, Some(65001)) => (
+            Auth,
+            format!(
+                "admin consent for the app is missing ({code}); have an administrator grant consent to the app's Dynamics CRM permission, or connect with client credentials through an application user instead"
+            ),
+        ),
+        (_, Some(7000222)) => (
+            Auth,
+            format!(
+                "the client secret has expired ({code}); create a new secret in the app registration and give it to the connection"
+            ),
+        ),
+        (_, Some(700016)) => (
+            Config,
+            format!(
+                "Entra ID does not know this client id in the tenant ({code}); check the app registration's client id and the tenant"
+            ),
+        ),
+        (_, Some(90002)) => (
+            Config,
+            format!("Entra ID does not know the tenant ({code}); check the tenant id or domain"),
+        ),
+        (_, Some(50011)) => (
+            Config,
+            format!(
+                "the redirect URI is not registered on the app ({code}); add it to the app registration's redirect URIs exactly as the connection sends it"
+            ),
+        ),
+        (_, Some(7000218)) => (
+            Config,
+            format!(
+                "the app registration is a confidential client and needs a client secret ({code}); give the connection the client secret, or allow public client flows on the app"
+            ),
+        ),
+        ("invalid_client", _) => (
+            Auth,
+            format!(
+                "Entra ID rejected the client secret or client id ({code}); check the app registration's client id and secret (use the secret's value, not its id)"
+            ),
+        ),
+        ("invalid_grant", _) => match grant {
+            Grant::RefreshToken => (
+                Auth,
+                format!(
+                    "Entra ID refused the refresh token ({code}): it expired or was revoked; re-authorize the connection"
+                ),
+            ),
+            Grant::AuthorizationCode => (
+                Auth,
+                format!(
+                    "Entra ID refused the authorization code ({code}): it expired (codes last about 10 minutes), was already used, or the redirect URI or PKCE verifier does not match; start the sign-in again"
+                ),
+            ),
+            Grant::ClientCredentials => (
+                Auth,
+                format!(
+                    "Entra ID refused the client credentials grant ({code}); check the app registration and its tenant"
+                ),
+            ),
+        },
+        ("interaction_required", _) | ("login_required", _) => (
+            Auth,
+            format!(
+                "Entra ID needs the user to sign in interactively again ({code}), for example for multi-factor authentication or a conditional access policy; re-authorize the connection"
+            ),
+        ),
+        ("unauthorized_client", _) => (
+            Auth,
+            format!(
+                "the app registration is not allowed to use this flow ({code}); check the client id, and that the app is enabled for this grant in its tenant (public client flows, redirect URIs, supported account types)"
+            ),
+        ),
+        ("invalid_scope", _) | ("invalid_resource", _) => (
+            Config,
+            format!(
+                "Entra ID refused the requested scope ({code}); check the instance URL and that the app registration has the Dynamics CRM API permission"
+            ),
+        ),
+        ("access_denied", _) => (
+            Auth,
+            format!(
+                "the sign-in was cancelled or consent was declined ({code}); sign in again and accept the requested permissions"
+            ),
+        ),
+        ("temporarily_unavailable", _) | ("server_error", _) => {
+            return Error::new(
+                Service,
+                format!("Entra ID is temporarily unavailable ({code}); try again later"),
+            )
+            .with_service_error(Some(oauth.error.clone()), oauth.error_description.clone())
+            .with_request_id(oauth.trace_id.clone())
+            .with_retryable(true);
+        }
+        _ => {
+            let detail = if first_sentence.is_empty() {
+                String::new()
+            } else {
+                format!(": {first_sentence}")
+            };
+            let status = status
+                .map(|s| format!("HTTP {}, ", s.as_u16()))
+                .unwrap_or_default();
+            (
+                Service,
+                format!(
+                    "Entra ID refused the request ({status}{code}){detail}; check the app registration and the connection's settings"
+                ),
+            )
+        }
+    };
+    Error::new(kind, message)
+        .with_service_error(Some(oauth.error.clone()), oauth.error_description.clone())
+        .with_request_id(oauth.trace_id.clone())
+        .with_retryable(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expires_in_is_a_number_or_a_string() {
+        for body in [
+            r#"{"token_type":"Bearer","expires_in":3599,"access_token":"a"}"#,
+            r#"{"token_type":"Bearer","expires_in":"3599","access_token":"a"}"#,
+        ] {
+            let parsed = parse_success(body.as_bytes()).unwrap();
+            assert_eq!(parsed.expires_in, Duration::from_secs(3599));
+        }
+        let bad =
+            r#"{"token_type":"Bearer","expires_in":"soon-eyJsecret","access_token":"eyJsecret"}"#;
+        let error = parse_success(bad.as_bytes()).err().unwrap();
+        assert!(!format!("{error:?}").contains("eyJsecret"));
+    }
+
+    #[test]
+    fn aadsts_comes_from_codes_or_description() {
+        let from_description = OAuthError {
+            error: "invalid_client".into(),
+            error_description: Some("AADSTS7000215: Invalid client secret provided.".into()),
+            ..Default::default()
+        };
+        assert_eq!(from_description.aadsts(), Some(7000215));
+    }
+
+    #[test]
+    fn scrub_removes_sent_secrets() {
+        let form = TokenForm::new(Grant::RefreshToken, "id").secret("refresh_token", "0.AAAA-rt");
+        assert_eq!(
+            form.scrub("bad token 0.AAAA-rt here"),
+            "bad token [redacted] here"
+        );
+    }
+}
