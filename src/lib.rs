@@ -6,6 +6,7 @@ mod auth;
 mod client;
 mod connection;
 mod error;
+mod mapping;
 mod metadata;
 mod retry;
 mod secret;
@@ -28,7 +29,15 @@ pub use connection::{
     DEFAULT_REQUEST_TIMEOUT, DEFAULT_USER_AGENT, InstanceUrl,
 };
 pub use error::{Error, ErrorKind, Result};
-pub use metadata::{AttributeMetadata, AttributeType, EntityMetadata};
+pub use mapping::{
+    DerivedLookup, FieldMapping, Literal, MAX_MATCH_FIELDS, MappingErrors, MappingSet,
+    MultipleMatches, RecordFailure, RecordFailureKind, TargetField, TargetFieldType, TargetLookup,
+    TargetRecord, TargetSchema, TargetValue, ValidatedMapping, Violation, ViolationKind, WriteMode,
+};
+pub use metadata::{
+    AttributeMetadata, AttributeType, EntityMetadata, EntitySummary, MetadataOptions, OptionLabel,
+    Relationship,
+};
 pub use retry::{Clock, RetryPolicy, SystemClock, VirtualClock};
 pub use secret::{AccessToken, AuthorizationCode, ClientSecret, RefreshToken};
 pub use url::Url;
