@@ -6,9 +6,11 @@ mod auth;
 mod client;
 mod connection;
 mod error;
+mod filter;
 mod metadata;
 mod retry;
 mod secret;
+mod source;
 mod value;
 
 pub use auth::{Authorizer, StaticTokenAuthorizer};
@@ -18,8 +20,12 @@ pub use connection::{
     DEFAULT_REQUEST_TIMEOUT, DEFAULT_USER_AGENT, InstanceUrl,
 };
 pub use error::{Error, ErrorKind, Result};
+pub use filter::{Filter, Literal};
 pub use metadata::{AttributeMetadata, AttributeType, EntityMetadata};
 pub use retry::{Clock, RetryPolicy, SystemClock, VirtualClock};
 pub use secret::{AccessToken, AuthorizationCode, ClientSecret, RefreshToken};
+pub use source::{
+    Checkpoint, DEFAULT_PAGE_SIZE, EntitySource, Page, ReadMode, RecordChange, RecordDecoder,
+};
 pub use url::Url;
 pub use value::{Field, Number, Record, Value};
