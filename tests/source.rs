@@ -917,6 +917,35 @@ async fn a_record_modified_again_at_a_later_time_is_not_skipped() {
     assert_eq!(ids(&pages[0]), [guid(2)]);
 }
 
+#[tokio::test]
+async fn auto_mode_keeps_the_mode_of_the_checkpoint_it_resumes() {
+    // Change tracking was enabled on the table after the watermark read began.
+    let server = server().await;
+    page(
+        &server,
+        "accounts",
+        "$select=accountid,modifiedon&$filter=modifiedon%20ge%202024-06-12T10:00:05Z&$orderby=modifiedon%20asc,accountid%20asc",
+        r#"{"value":[]}"#.to_owned(),
+        1,
+    )
+    .await;
+    let checkpoint: Checkpoint = serde_json::from_value(serde_json::json!({
+        "version": 1, "entity": "account", "mode": "modified_on", "columns": [], "filter": null,
+        "position": {"state": "watermark", "watermark": {"modified_on": "2024-06-12T10:00:05Z", "ids": []}}
+    }))
+    .unwrap();
+    let pages =
+        collect(EntitySource::new(client(&server), account_metadata(true)).resume_from(checkpoint))
+            .await;
+    assert_eq!(pages[0].checkpoint.mode(), ReadMode::ModifiedOn);
+    assert!(pages[0].changes.is_empty());
+    assert_eq!(
+        pages[0].checkpoint.watermark().unwrap().to_rfc3339(),
+        "2024-06-12T10:00:05+00:00",
+        "nothing new: the watermark stays"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Values, filters, configuration
 

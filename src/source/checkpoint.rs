@@ -14,7 +14,9 @@ pub enum ReadMode {
     /// [`ChangeTracking`](ReadMode::ChangeTracking) when the table's metadata says change
     /// tracking is enabled and no filter is set (Dataverse refuses `$filter` on change-tracking
     /// reads); otherwise [`ModifiedOn`](ReadMode::ModifiedOn) when the table has a `modifiedon`
-    /// column; otherwise [`Full`](ReadMode::Full).
+    /// column; otherwise [`Full`](ReadMode::Full). A read resumed from a checkpoint keeps the
+    /// checkpoint's mode (drop the checkpoint to switch, for example after change tracking was
+    /// enabled on the table).
     #[default]
     Auto,
     /// Dataverse change tracking: the first read returns every record and ends with a delta
@@ -23,7 +25,7 @@ pub enum ReadMode {
     /// A watermark on `modifiedon`: each read returns the records modified since the last one.
     /// Deletes are not seen.
     ModifiedOn,
-    /// Every record, every time.
+    /// Every record, every time: a checkpoint of a finished full read starts a new full read.
     Full,
 }
 

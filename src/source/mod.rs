@@ -344,9 +344,13 @@ impl EntitySource {
                 ),
             )
         };
-        match self.mode {
+        // A resumed read keeps the mode of its checkpoint, even in auto mode.
+        let requested = match (self.mode, &self.checkpoint) {
+            (ReadMode::Auto, Some(checkpoint)) if checkpoint.entity == table => checkpoint.mode,
+            (mode, _) => mode,
+        };
+        match requested {
             ReadMode::Auto if tracked && !filtered => Ok(ReadMode::ChangeTracking),
-            ReadMode::Auto if resuming_delta && !tracked => Err(lost_tracking()),
             ReadMode::Auto if has_modified_on => Ok(ReadMode::ModifiedOn),
             ReadMode::Auto | ReadMode::Full => Ok(ReadMode::Full),
             ReadMode::ChangeTracking if filtered => Err(Error::config(format!(
