@@ -6,10 +6,12 @@ mod auth;
 mod client;
 mod connection;
 mod error;
+mod filter;
 mod mapping;
 mod metadata;
 mod retry;
 mod secret;
+mod source;
 mod value;
 
 #[cfg(feature = "testkit")]
@@ -29,6 +31,7 @@ pub use connection::{
     DEFAULT_REQUEST_TIMEOUT, DEFAULT_USER_AGENT, InstanceUrl,
 };
 pub use error::{Error, ErrorKind, Result};
+pub use filter::{Filter, FilterValue};
 pub use mapping::{
     DerivedLookup, FieldMapping, Literal, MAX_MATCH_FIELDS, MappingErrors, MappingSet,
     MultipleMatches, RecordFailure, RecordFailureKind, TargetField, TargetFieldType, TargetLookup,
@@ -40,5 +43,8 @@ pub use metadata::{
 };
 pub use retry::{Clock, RetryPolicy, SystemClock, VirtualClock};
 pub use secret::{AccessToken, AuthorizationCode, ClientSecret, RefreshToken};
+pub use source::{
+    Checkpoint, DEFAULT_PAGE_SIZE, EntitySource, Page, ReadMode, RecordChange, RecordDecoder,
+};
 pub use url::Url;
 pub use value::{Field, Number, Record, Value};

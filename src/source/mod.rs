@@ -1,0 +1,441 @@
+//! Reading one table: a lazy stream of pages, full or incremental, with checkpoints.
+
+mod checkpoint;
+mod decode;
+mod incremental;
+mod page;
+
+pub use checkpoint::{Checkpoint, ReadMode};
+pub use decode::RecordDecoder;
+pub use page::{Page, RecordChange};
+
+use crate::client::{DataverseClient, Prefer};
+use crate::error::{Error, ErrorKind, Result};
+use crate::filter::{Filter, FilterValue, encode_query_value, is_identifier, printable};
+use crate::metadata::EntityMetadata;
+use checkpoint::{CHECKPOINT_VERSION, Position, Watermark};
+use futures::{Stream, StreamExt};
+use incremental::Reader;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use url::Url;
+
+/// The page size asked for with `Prefer: odata.maxpagesize` unless set otherwise (also the
+/// largest Dataverse allows).
+pub const DEFAULT_PAGE_SIZE: u32 = 5000;
+
+/// The column the `modified_on` watermark reads.
+const MODIFIED_ON: &str = "modifiedon";
+
+/// Reads the records of one table as a lazy stream of [`Page`]s.
+///
+/// Build it with [`EntitySource::new`] and the `with_*` methods, then call
+/// [`pages`](EntitySource::pages). Nothing is checked or sent until the stream is first polled.
+///
+/// - Only the primary id and the requested columns are selected (`$select`); a lookup,
+///   Customer or Owner column is requested by its logical name (`parentcustomerid`) and read
+///   from its `_parentcustomerid_value` property.
+/// - The [`ReadMode`] picks change tracking, a `modifiedon` watermark or a full read.
+/// - Each page carries a [`Checkpoint`]; [`resume_from`](EntitySource::resume_from) continues
+///   from it in a later process.
+/// - The stream holds one page at a time: the response body is dropped once decoded, and the
+///   next page is only requested when the stream is polled again, so a table of any size is
+///   read in bounded memory.
+///
+/// ```no_run
+/// # async fn demo(client: d365_connector::DataverseClient, metadata: d365_connector::EntityMetadata,
+/// #     saved: Option<d365_connector::Checkpoint>) -> d365_connector::Result<()> {
+/// use d365_connector::{EntitySource, ErrorKind, RecordChange};
+/// use futures::TryStreamExt;
+///
+/// let mut source = EntitySource::new(client, metadata).with_columns(["name", "revenue"]);
+/// if let Some(checkpoint) = saved {
+///     source = source.resume_from(checkpoint);
+/// }
+/// let mut pages = source.pages();
+/// loop {
+///     match pages.try_next().await {
+///         Ok(Some(page)) => {
+///             for change in &page.changes {
+///                 match change {
+///                     RecordChange::Upsert(record) => { /* write record */ }
+///                     RecordChange::Delete { id } => { /* delete id */ }
+///                 }
+///             }
+///             // store page.checkpoint
+///         }
+///         Ok(None) => break,
+///         Err(e) if e.kind() == ErrorKind::ResyncRequired => {
+///             // drop the stored checkpoint and read again in full
+///             break;
+///         }
+///         Err(e) => return Err(e),
+///     }
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct EntitySource {
+    client: DataverseClient,
+    metadata: Arc<EntityMetadata>,
+    columns: Vec<String>,
+    filter: Option<Filter>,
+    page_size: u32,
+    formatted_values: bool,
+    lookup_tables: bool,
+    mode: ReadMode,
+    checkpoint: Option<Checkpoint>,
+}
+
+impl EntitySource {
+    /// A source reading the table `metadata` describes through `client`: no columns but the
+    /// primary id, no filter, [`DEFAULT_PAGE_SIZE`], no annotations, [`ReadMode::Auto`].
+    pub fn new(client: DataverseClient, metadata: impl Into<Arc<EntityMetadata>>) -> Self {
+        Self {
+            client,
+            metadata: metadata.into(),
+            columns: Vec::new(),
+            filter: None,
+            page_size: DEFAULT_PAGE_SIZE,
+            formatted_values: false,
+            lookup_tables: false,
+            mode: ReadMode::Auto,
+            checkpoint: None,
+        }
+    }
+
+    /// Adds columns to read, by logical name (`name`, `parentcustomerid`). Each is checked
+    /// against the metadata when the stream starts; an unknown one is a
+    /// [`Config`](ErrorKind::Config) error naming it.
+    #[must_use]
+    pub fn with_columns<I, S>(mut self, columns: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        for column in columns {
+            let column = column.into();
+            if !self.columns.contains(&column) {
+                self.columns.push(column);
+            }
+        }
+        self
+    }
+
+    /// Reads only the rows `filter` matches.
+    ///
+    /// A filtered read cannot use change tracking (Dataverse refuses `$filter` there):
+    /// [`ReadMode::Auto`] then uses the `modifiedon` watermark, and
+    /// [`ReadMode::ChangeTracking`] is refused with a [`Config`](ErrorKind::Config) error.
+    #[must_use]
+    pub fn with_filter(mut self, filter: Filter) -> Self {
+        self.filter = Some(filter);
+        self
+    }
+
+    /// The page size asked for (`Prefer: odata.maxpagesize`), 1 to 5000; default
+    /// [`DEFAULT_PAGE_SIZE`]. The server may send smaller pages.
+    #[must_use]
+    pub fn with_page_size(mut self, page_size: u32) -> Self {
+        self.page_size = page_size;
+        self
+    }
+
+    /// Asks for formatted values (choice labels, formatted money and dates) in
+    /// [`Field::formatted`](crate::Field::formatted). Off by default: turn it on only when a
+    /// mapping needs them.
+    #[must_use]
+    pub fn with_formatted_values(mut self, wanted: bool) -> Self {
+        self.formatted_values = wanted;
+        self
+    }
+
+    /// Asks for the table each lookup points at in
+    /// [`Field::lookup_entity`](crate::Field::lookup_entity) (needed to tell an account from a
+    /// contact in a Customer column). Off by default.
+    #[must_use]
+    pub fn with_lookup_tables(mut self, wanted: bool) -> Self {
+        self.lookup_tables = wanted;
+        self
+    }
+
+    /// How to read; default [`ReadMode::Auto`].
+    #[must_use]
+    pub fn with_mode(mut self, mode: ReadMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Continues from a checkpoint a previous read returned (possibly in another process):
+    /// the rest of an unfinished read, or the next incremental read after a finished one.
+    ///
+    /// The checkpoint must have been made for the same table, columns, filter and (resolved)
+    /// mode; otherwise the stream fails with a [`Config`](ErrorKind::Config) error before
+    /// sending anything. A change-tracking checkpoint for a table whose metadata no longer
+    /// enables change tracking fails with [`ResyncRequired`](ErrorKind::ResyncRequired).
+    #[must_use]
+    pub fn resume_from(mut self, checkpoint: Checkpoint) -> Self {
+        self.checkpoint = Some(checkpoint);
+        self
+    }
+
+    /// The pages of the read, lazily: nothing is checked or sent before the first poll, and
+    /// each poll sends at most one request.
+    ///
+    /// The stream ends after the last page. After an error it ends too; the error is:
+    /// - [`Config`](ErrorKind::Config) for a bad setup (unknown column, invalid filter, a
+    ///   checkpoint made for something else), reported before any request;
+    /// - [`ResyncRequired`](ErrorKind::ResyncRequired) when change tracking cannot continue (the
+    ///   delta token expired, `0x80044352`, or the table is no longer enabled for change
+    ///   tracking, `0x80072491`): read the table again without the checkpoint, and treat the
+    ///   records missing from that full read as deleted. This is never reported as an empty
+    ///   page;
+    /// - [`Protocol`](ErrorKind::Protocol) for a next or delta link to another origin (refused
+    ///   before anything is sent to it);
+    /// - otherwise the errors of [`DataverseClient`] and [`Decode`](ErrorKind::Decode) errors
+    ///   naming the page and record.
+    pub fn pages(self) -> impl Stream<Item = Result<Page>> + Send + Unpin + 'static {
+        enum State {
+            Configured(Box<EntitySource>),
+            Reading(Box<Reader>),
+            Finished,
+        }
+        futures::stream::try_unfold(State::Configured(Box::new(self)), |state| async move {
+            let mut reader = match state {
+                State::Configured(source) => Box::new(source.plan()?),
+                State::Reading(reader) => reader,
+                State::Finished => return Ok(None),
+            };
+            let page = reader.next_page().await?;
+            let next = if page.last {
+                State::Finished
+            } else {
+                State::Reading(reader)
+            };
+            Ok(Some((page, next)))
+        })
+        .boxed()
+    }
+
+    /// Checks the setup and works out the first request.
+    fn plan(self) -> Result<Reader> {
+        let metadata = Arc::clone(&self.metadata);
+        let primary = metadata.primary_id_attribute();
+        let entity_set = metadata.entity_set_name();
+        if !is_identifier(entity_set) || !is_identifier(primary) {
+            return Err(Error::config(format!(
+                "the metadata of `{}` has an invalid entity set name or primary id attribute",
+                metadata.logical_name()
+            )));
+        }
+        if !(1..=DEFAULT_PAGE_SIZE).contains(&self.page_size) {
+            return Err(Error::config(format!(
+                "the page size {} is out of range; Dataverse pages hold 1 to 5000 records",
+                self.page_size
+            )));
+        }
+
+        // Columns: every one checked, every problem reported at once.
+        let mut problems = Vec::new();
+        let mut select = vec![primary.to_owned()];
+        for column in &self.columns {
+            match property_of(&metadata, column) {
+                Ok(property) => {
+                    if !select.contains(&property) {
+                        select.push(property);
+                    }
+                }
+                Err(problem) => problems.push(problem),
+            }
+        }
+        let filter = match &self.filter {
+            Some(filter) => match filter
+                .render(&mut |column| property_of(&metadata, column).map_err(Error::config))
+            {
+                Ok(rendered) => Some(rendered),
+                Err(e) => {
+                    problems.push(e.to_string());
+                    None
+                }
+            },
+            None => None,
+        };
+        if !problems.is_empty() {
+            return Err(Error::config(format!(
+                "cannot read `{}`: {}",
+                metadata.logical_name(),
+                problems.join("; ")
+            )));
+        }
+        let columns: Vec<String> = self
+            .columns
+            .iter()
+            .cloned()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+
+        let mode = self.resolve_mode(filter.is_some())?;
+        if mode == ReadMode::ModifiedOn && !select.iter().any(|s| s == MODIFIED_ON) {
+            select.push(MODIFIED_ON.to_owned());
+        }
+
+        let prefer = Prefer {
+            max_page_size: Some(self.page_size),
+            formatted_values: self.formatted_values,
+            lookup_tables: self.lookup_tables,
+            track_changes: mode == ReadMode::ChangeTracking,
+        };
+        let base = Checkpoint {
+            version: CHECKPOINT_VERSION,
+            entity: metadata.logical_name().to_owned(),
+            mode,
+            columns,
+            filter,
+            position: Position::Complete,
+        };
+        let mut reader = Reader::new(self.client, RecordDecoder::new(metadata), prefer, base);
+
+        let position = match self.checkpoint {
+            Some(checkpoint) => Some(reader.check_checkpoint(checkpoint)?),
+            None => None,
+        };
+        match position {
+            Some(Position::Reading {
+                next_link,
+                pages,
+                since,
+                reached,
+            }) => {
+                let url = reader.check_link(&next_link, "next link of the checkpoint")?;
+                reader.continue_at(url, pages, since, reached);
+            }
+            Some(Position::Delta { delta_link }) => {
+                let url = reader.check_link(&delta_link, "delta link of the checkpoint")?;
+                reader.continue_at(url, 0, None, None);
+            }
+            Some(Position::Watermark { watermark }) => {
+                let url = first_url(&reader, &select, watermark.as_ref())?;
+                reader.continue_at(url, 0, watermark.clone(), watermark);
+            }
+            Some(Position::Complete) | None => {
+                let url = first_url(&reader, &select, None)?;
+                reader.continue_at(url, 0, None, None);
+            }
+        }
+        Ok(reader)
+    }
+
+    /// Picks the mode for this read.
+    fn resolve_mode(&self, filtered: bool) -> Result<ReadMode> {
+        let metadata = &self.metadata;
+        let table = metadata.logical_name();
+        let has_modified_on = metadata.attribute(MODIFIED_ON).is_some();
+        let tracked = metadata.change_tracking_enabled();
+        let resuming_delta = self
+            .checkpoint
+            .as_ref()
+            .is_some_and(|c| c.mode == ReadMode::ChangeTracking && c.entity == table);
+        let lost_tracking = || {
+            Error::new(
+                ErrorKind::ResyncRequired,
+                format!(
+                    "`{table}` is no longer enabled for change tracking, so the checkpoint's delta link cannot be followed; read the table again without the checkpoint and treat records missing from that read as deleted"
+                ),
+            )
+        };
+        // A resumed read keeps the mode of its checkpoint, even in auto mode.
+        let requested = match (self.mode, &self.checkpoint) {
+            (ReadMode::Auto, Some(checkpoint)) if checkpoint.entity == table => checkpoint.mode,
+            (mode, _) => mode,
+        };
+        match requested {
+            ReadMode::Auto if tracked && !filtered => Ok(ReadMode::ChangeTracking),
+            ReadMode::Auto if has_modified_on => Ok(ReadMode::ModifiedOn),
+            ReadMode::Auto | ReadMode::Full => Ok(ReadMode::Full),
+            ReadMode::ChangeTracking if filtered => Err(Error::config(format!(
+                "a change-tracking read of `{table}` cannot be filtered (Dataverse refuses $filter with change tracking); remove the filter, or use the modified_on or full mode"
+            ))),
+            ReadMode::ChangeTracking if !tracked && resuming_delta => Err(lost_tracking()),
+            ReadMode::ChangeTracking if !tracked => Err(Error::config(format!(
+                "`{table}` is not enabled for change tracking; enable it on the table or use the modified_on or auto mode"
+            ))),
+            ReadMode::ChangeTracking => Ok(ReadMode::ChangeTracking),
+            ReadMode::ModifiedOn if !has_modified_on => Err(Error::config(format!(
+                "`{table}` has no `modifiedon` column, so it cannot be read incrementally by watermark; use the full mode"
+            ))),
+            ReadMode::ModifiedOn => Ok(ReadMode::ModifiedOn),
+        }
+    }
+}
+
+/// The first URL of a read: `$select`, `$filter` (with the watermark), `$orderby`.
+fn first_url(reader: &Reader, select: &[String], since: Option<&Watermark>) -> Result<Url> {
+    let base = reader.base();
+    let metadata = reader.metadata();
+    let mut query = String::from("$select=");
+    encode_query_value(&select.join(","), &mut query);
+    let filter = match (since, &base.filter) {
+        (Some(w), Some(user)) => Some(format!(
+            "({MODIFIED_ON} ge {}) and ({user})",
+            FilterValue::date_time_utc(w.modified_on)
+        )),
+        (Some(w), None) => Some(format!(
+            "{MODIFIED_ON} ge {}",
+            FilterValue::date_time_utc(w.modified_on)
+        )),
+        (None, user) => user.clone(),
+    };
+    if let Some(filter) = filter {
+        query.push_str("&$filter=");
+        encode_query_value(&filter, &mut query);
+    }
+    if base.mode == ReadMode::ModifiedOn {
+        query.push_str("&$orderby=");
+        encode_query_value(
+            &format!("{MODIFIED_ON} asc,{} asc", metadata.primary_id_attribute()),
+            &mut query,
+        );
+    }
+    reader
+        .client()
+        .web_api_url(&format!("{}?{query}", metadata.entity_set_name()))
+}
+
+/// The Web API property of column `column` (`_x_value` for lookups), or why it cannot be read.
+fn property_of(metadata: &EntityMetadata, column: &str) -> std::result::Result<String, String> {
+    let Some(attribute) = metadata.attribute(column) else {
+        let hint = column
+            .strip_prefix('_')
+            .and_then(|c| c.strip_suffix("_value"))
+            .filter(|c| metadata.attribute(c).is_some())
+            .map(|c| format!(" (name lookup columns by their logical name, `{c}`)"))
+            .unwrap_or_default();
+        return Err(format!(
+            "`{}` is not a column of `{}`{hint}",
+            printable(column),
+            metadata.logical_name()
+        ));
+    };
+    if let Some(owner) = attribute.attribute_of() {
+        return Err(format!(
+            "`{column}` is generated from `{owner}` and cannot be read on its own; read `{owner}`"
+        ));
+    }
+    if !attribute.is_valid_for_read() {
+        return Err(format!(
+            "`{column}` cannot be read (IsValidForRead is false)"
+        ));
+    }
+    if !is_identifier(column) {
+        return Err(format!(
+            "`{}` is not a valid column name",
+            printable(column)
+        ));
+    }
+    if attribute.attribute_type().is_lookup() {
+        Ok(format!("_{column}_value"))
+    } else {
+        Ok(column.to_owned())
+    }
+}

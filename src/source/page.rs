@@ -1,0 +1,53 @@
+//! One page of a read: its changes and the checkpoint after it.
+
+use super::checkpoint::Checkpoint;
+use crate::value::Record;
+
+/// What happened to one record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RecordChange {
+    /// The record exists with these values: create it or update it.
+    Upsert(Record),
+    /// The record was deleted (a change-tracking `$deletedEntity` row).
+    Delete {
+        /// The deleted record's primary id.
+        id: String,
+    },
+}
+
+impl RecordChange {
+    /// The id of the record concerned.
+    pub fn id(&self) -> &str {
+        match self {
+            RecordChange::Upsert(record) => record.id(),
+            RecordChange::Delete { id } => id,
+        }
+    }
+
+    /// The record, for an upsert.
+    pub fn record(&self) -> Option<&Record> {
+        match self {
+            RecordChange::Upsert(record) => Some(record),
+            RecordChange::Delete { .. } => None,
+        }
+    }
+}
+
+/// One page of a read, as returned by [`EntitySource::pages`](crate::EntitySource::pages).
+///
+/// A page owns its decoded records only: the response body it came from is already dropped.
+#[non_exhaustive]
+#[derive(Debug, Clone)]
+pub struct Page {
+    /// The records of the page, in the order Dataverse sent them (for a delta read: upserts,
+    /// then deletes). May be empty: a delta read with nothing new returns one empty page whose
+    /// checkpoint carries the new delta link.
+    pub changes: Vec<RecordChange>,
+    /// Where the read stands once this page is processed; store it after the page's records
+    /// are written.
+    pub checkpoint: Checkpoint,
+    /// The page's number in its read, from 1 (a resumed read continues the numbering).
+    pub number: u32,
+    /// Whether this is the last page of the read.
+    pub last: bool,
+}
