@@ -73,7 +73,11 @@ impl std::error::Error for Error {
 
 impl Error {
     /// A new error of `kind` with a one-sentence `message`.
-    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+    ///
+    /// For host implementations of the crate's traits ([`RecordSink`](crate::RecordSink),
+    /// [`Authorizer`](crate::Authorizer), [`TokenStore`](crate::TokenStore)): say what failed
+    /// and what to do, and attach the cause with [`Error::with_source`].
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Self {
             inner: Box::new(Inner {
                 kind,
@@ -133,8 +137,8 @@ impl Error {
         self
     }
 
-    /// Marks the error as worth retrying (or not).
-    pub(crate) fn with_retryable(mut self, retryable: bool) -> Self {
+    /// Marks the error as worth retrying later (or not).
+    pub fn with_retryable(mut self, retryable: bool) -> Self {
         self.inner.retryable = retryable;
         self
     }
@@ -145,8 +149,8 @@ impl Error {
         self
     }
 
-    /// Attaches the underlying cause.
-    pub(crate) fn with_source(
+    /// Attaches the underlying cause (reachable through `std::error::Error::source`).
+    pub fn with_source(
         mut self,
         source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
     ) -> Self {

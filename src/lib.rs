@@ -7,10 +7,12 @@ mod client;
 mod connection;
 mod error;
 mod filter;
+mod job;
 mod mapping;
 mod metadata;
 mod retry;
 mod secret;
+mod sink;
 mod source;
 mod value;
 
@@ -32,6 +34,10 @@ pub use connection::{
 };
 pub use error::{Error, ErrorKind, Result};
 pub use filter::{Filter, FilterValue};
+pub use job::{
+    CancelToken, ChainOutcome, ChainReport, DeletePolicy, JobChain, RunOptions, SourceSpec,
+    SyncCounts, SyncJob, SyncProgress, SyncReport, SyncStatus, USER_SYNC_SOURCE, USER_SYNC_TARGET,
+};
 pub use mapping::{
     DerivedLookup, FieldMapping, Literal, MAX_MATCH_FIELDS, MappingErrors, MappingSet,
     MultipleMatches, RecordFailure, RecordFailureKind, TargetField, TargetFieldType, TargetLookup,
@@ -43,6 +49,7 @@ pub use metadata::{
 };
 pub use retry::{Clock, RetryPolicy, SystemClock, VirtualClock};
 pub use secret::{AccessToken, AuthorizationCode, ClientSecret, RefreshToken};
+pub use sink::{JsonLinesSink, MemorySink, Operation, RecordSink, WriteFailure, WriteResult};
 pub use source::{
     Checkpoint, DEFAULT_PAGE_SIZE, EntitySource, Page, ReadMode, RecordChange, RecordDecoder,
 };

@@ -38,6 +38,8 @@ pub enum RecordFailureKind {
     Lookup,
     /// A derived lookup matched several records and its policy is `fail`.
     MultipleMatches,
+    /// The record sink refused the record.
+    Write,
 }
 
 impl fmt::Display for RecordFailure {

@@ -1,0 +1,246 @@
+//! Runs one sync job against any Dynamics 365 instance.
+//!
+//! ```sh
+//! D365_URL=https://contoso.crm4.dynamics.com D365_TENANT_ID=<tenant> \
+//! D365_CLIENT_ID=<app id> D365_CLIENT_SECRET=<secret> \
+//! cargo run --release --example sync -- --job JOB.json [--state STATE.json] [--out OUT.jsonl] [--errors ERRORS.jsonl]
+//! ```
+//!
+//! The connection signs in as an application user (client credentials). `D365_AUTHORITY`
+//! optionally names the authority base URL (a loopback `http://127.0.0.1:PORT` is accepted).
+//! The job resumes from `--state` when that file exists and saves the new checkpoint there
+//! (atomically, after the sink has flushed). Operations are appended to `--out` as JSON Lines
+//! (stdout when absent); failed records go to `--errors`; the report is printed as one JSON line
+//! last on stdout (on stderr when records go to stdout).
+//!
+//! Exit codes: 0 Success or PartialSuccess, 1 Failed (or cancelled), 2 a bad job file, bad
+//! environment or mapping violations (each printed).
+
+use d365_connector::{
+    Checkpoint, ClientSecret, Connection, DataverseClient, EntraApp, ErrorKind, JsonLinesSink,
+    MappingErrors, OAuthAuthorizer, RunOptions, SyncJob, SyncStatus,
+};
+use std::fs::{self, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The command line, parsed.
+#[derive(Debug, Default)]
+pub struct Args {
+    job: PathBuf,
+    state: Option<PathBuf>,
+    out: Option<PathBuf>,
+    errors: Option<PathBuf>,
+}
+
+const USAGE: &str =
+    "usage: sync --job JOB.json [--state STATE.json] [--out OUT.jsonl] [--errors ERRORS.jsonl]";
+
+/// Exit code for a bad job file, bad environment or mapping violations.
+const EXIT_BAD_INPUT: i32 = 2;
+/// Exit code for a failed run.
+const EXIT_FAILED: i32 = 1;
+
+/// Parses `--job`, `--state`, `--out` and `--errors`.
+pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
+    let mut parsed = Args::default();
+    let mut job = None;
+    let mut args = args.into_iter();
+    while let Some(flag) = args.next() {
+        let slot = match flag.as_str() {
+            "--job" => &mut job,
+            "--state" => &mut parsed.state,
+            "--out" => &mut parsed.out,
+            "--errors" => &mut parsed.errors,
+            other => return Err(format!("unknown argument `{other}`\n{USAGE}")),
+        };
+        let value = args
+            .next()
+            .ok_or_else(|| format!("{flag} needs a file name\n{USAGE}"))?;
+        *slot = Some(PathBuf::from(value));
+    }
+    parsed.job = job.ok_or_else(|| format!("--job is required\n{USAGE}"))?;
+    Ok(parsed)
+}
+
+/// Runs the command with `args`, reading the environment through `env`; returns the exit code.
+pub async fn run(
+    args: impl IntoIterator<Item = String>,
+    env: impl Fn(&str) -> Option<String>,
+    stdout: &mut (dyn Write + Send),
+    stderr: &mut (dyn Write + Send),
+) -> i32 {
+    match try_run(args, env, stdout, stderr).await {
+        Ok(code) => code,
+        Err((code, message)) => {
+            let _ = writeln!(stderr, "{message}");
+            code
+        }
+    }
+}
+
+type Failure = (i32, String);
+
+async fn try_run(
+    args: impl IntoIterator<Item = String>,
+    env: impl Fn(&str) -> Option<String>,
+    stdout: &mut (dyn Write + Send),
+    stderr: &mut (dyn Write + Send),
+) -> Result<i32, Failure> {
+    let bad = |message: String| (EXIT_BAD_INPUT, message);
+    let args = parse_args(args).map_err(bad)?;
+    let job_text = fs::read_to_string(&args.job).map_err(|e| {
+        bad(format!(
+            "cannot read the job file {}: {e}",
+            args.job.display()
+        ))
+    })?;
+    let job =
+        SyncJob::from_json(&job_text).map_err(|e| bad(format!("{}: {e}", args.job.display())))?;
+    let client = connect(&env).await?;
+    let checkpoint = match &args.state {
+        Some(path) if path.exists() => Some(read_checkpoint(path).map_err(bad)?),
+        _ => None,
+    };
+
+    let records_to_stdout = args.out.is_none();
+    let report = {
+        let out: Box<dyn Write + Send + '_> = match &args.out {
+            Some(path) => Box::new(BufWriter::new(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|e| bad(format!("cannot open {}: {e}", path.display())))?,
+            )),
+            None => Box::new(&mut *stdout),
+        };
+        // The job flushes the sink before it returns, so the checkpoint saved below never
+        // runs ahead of the records written.
+        let sink = JsonLinesSink::new(out);
+        let options = RunOptions {
+            checkpoint,
+            ..RunOptions::default()
+        };
+        job.run(&client, &sink, options).await
+    };
+    let report = match report {
+        Ok(report) => report,
+        Err(error) => {
+            if let Some(violations) = MappingErrors::from_error(&error) {
+                let mut message = format!("the job `{}` has mapping violations:", job.name);
+                for violation in violations.violations() {
+                    message.push_str(&format!("\n  - {}", violation.message));
+                }
+                return Err(bad(message));
+            }
+            let code = if error.kind() == ErrorKind::Config {
+                EXIT_BAD_INPUT
+            } else {
+                EXIT_FAILED
+            };
+            return Err((
+                code,
+                format!("the job `{}` could not start: {error}", job.name),
+            ));
+        }
+    };
+
+    if let (Some(path), Some(checkpoint)) = (&args.state, &report.checkpoint) {
+        write_checkpoint(path, checkpoint).map_err(|e| {
+            (
+                EXIT_FAILED,
+                format!("cannot save the state to {}: {e}", path.display()),
+            )
+        })?;
+    }
+    if let Some(path) = &args.errors {
+        let file = fs::File::create(path)
+            .map_err(|e| (EXIT_FAILED, format!("cannot write {}: {e}", path.display())))?;
+        report
+            .write_failures_jsonl(BufWriter::new(file))
+            .map_err(|e| (EXIT_FAILED, e.to_string()))?;
+    }
+    let line = serde_json::to_string(&report).map_err(|e| (EXIT_FAILED, e.to_string()))?;
+    let report_stream: &mut (dyn Write + Send) = if records_to_stdout { stderr } else { stdout };
+    let _ = writeln!(report_stream, "{line}");
+    Ok(match report.status {
+        SyncStatus::Success | SyncStatus::PartialSuccess => 0,
+        SyncStatus::Failed | SyncStatus::Cancelled => EXIT_FAILED,
+    })
+}
+
+/// Builds and authorizes the connection from the `D365_*` variables.
+async fn connect(env: &impl Fn(&str) -> Option<String>) -> Result<DataverseClient, Failure> {
+    let required = [
+        "D365_URL",
+        "D365_TENANT_ID",
+        "D365_CLIENT_ID",
+        "D365_CLIENT_SECRET",
+    ];
+    let missing: Vec<&str> = required
+        .iter()
+        .copied()
+        .filter(|name| env(name).is_none_or(|v| v.trim().is_empty()))
+        .collect();
+    if !missing.is_empty() {
+        return Err((
+            EXIT_BAD_INPUT,
+            format!(
+                "set the environment variables {} (optional: D365_AUTHORITY)",
+                missing.join(", ")
+            ),
+        ));
+    }
+    let var = |name: &str| env(name).unwrap_or_default();
+    let bad = |e: d365_connector::Error| (EXIT_BAD_INPUT, e.to_string());
+    let mut builder = Connection::builder("sync", var("D365_URL"));
+    if let Some(authority) = env("D365_AUTHORITY") {
+        builder = builder.with_authority(authority);
+    }
+    let connection = builder.build().map_err(bad)?;
+    let app = EntraApp::builder(var("D365_TENANT_ID"), var("D365_CLIENT_ID"))
+        .with_client_secret(ClientSecret::new(var("D365_CLIENT_SECRET")))
+        .build()
+        .map_err(bad)?;
+    let authorizer = OAuthAuthorizer::client_credentials(&connection, app)
+        .build()
+        .map_err(bad)?;
+    DataverseClient::new(connection, Arc::new(authorizer)).map_err(bad)
+}
+
+fn read_checkpoint(path: &Path) -> Result<Checkpoint, String> {
+    let text = fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the state file {}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| {
+        format!(
+            "the state file {} is not a checkpoint ({e}); delete it to start from the beginning",
+            path.display()
+        )
+    })
+}
+
+/// Writes the checkpoint to a temporary file beside `path`, then renames it over `path`.
+fn write_checkpoint(path: &Path, checkpoint: &Checkpoint) -> io::Result<()> {
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".tmp");
+    let temporary = PathBuf::from(temporary);
+    let mut file = fs::File::create(&temporary)?;
+    serde_json::to_writer_pretty(&mut file, checkpoint)?;
+    file.sync_all()?;
+    fs::rename(&temporary, path)
+}
+
+#[allow(dead_code)] // `main` is unused where tests include this file as a module.
+#[tokio::main]
+async fn main() {
+    let code = run(
+        std::env::args().skip(1),
+        |name| std::env::var(name).ok(),
+        &mut io::stdout(),
+        &mut io::stderr(),
+    )
+    .await;
+    std::process::exit(code);
+}

@@ -1,0 +1,160 @@
+//! Sync jobs: a serde job definition, its run, the out-of-the-box user job and job chains.
+
+mod chain;
+mod report;
+mod run;
+
+pub use chain::{ChainOutcome, ChainReport, JobChain};
+pub use report::{SyncCounts, SyncReport, SyncStatus};
+pub use run::{CancelToken, RunOptions, SyncProgress};
+
+use crate::connection::Connection;
+use crate::error::{Error, Result};
+use crate::mapping::{MappingSet, TargetFieldType};
+use crate::metadata::EntityMetadata;
+use crate::source::ReadMode;
+use serde::{Deserialize, Serialize};
+
+/// The Dynamics table the out-of-the-box job reads.
+pub const USER_SYNC_SOURCE: &str = "systemuser";
+/// The target object the out-of-the-box job writes.
+pub const USER_SYNC_TARGET: &str = "User";
+
+/// A data sync job: read one Dynamics entity, map every record, write it to a target object.
+///
+/// This is the public JSON format of a job file (see the README); what a host stores is what
+/// the crate reads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SyncJob {
+    /// The job's name, unique within a chain.
+    pub name: String,
+    /// What to read.
+    pub source: SourceSpec,
+    /// The target object, write mode, identifiers and field mappings.
+    #[serde(flatten)]
+    pub mapping: MappingSet,
+    /// What to do with records deleted in Dynamics. Default: `ignore`.
+    #[serde(default)]
+    pub deletes: DeletePolicy,
+    /// The name of an earlier job of a chain that must succeed first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub depends_on: Option<String>,
+    /// Set on the out-of-the-box job: its source and target are fixed, its mappings are not.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub built_in: bool,
+}
+
+/// The Dynamics side of a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceSpec {
+    /// The entity's logical name (`contact`).
+    pub entity: String,
+    /// How later runs read only what changed. Default: `auto`.
+    #[serde(default)]
+    pub incremental: ReadMode,
+    /// An OData filter passed through as given (`statecode eq 0`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
+    /// Records per page (`Prefer: odata.maxpagesize`). Default: 5000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page_size: Option<u32>,
+}
+
+/// What a job does with records deleted in Dynamics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeletePolicy {
+    /// Delete the target record (by its identifiers).
+    Propagate,
+    /// Leave the target record; the deletion counts as skipped.
+    #[default]
+    Ignore,
+}
+
+impl SyncJob {
+    /// Reads a job from its JSON form, with a message that names the problem on bad input.
+    pub fn from_json(json: &str) -> Result<Self> {
+        serde_json::from_str(json).map_err(|e| {
+            Error::config(format!(
+                "the job definition is not valid ({e}); see the job file format in the README"
+            ))
+        })
+    }
+
+    /// The out-of-the-box job of an authorized connection, `User Sync_<connection name>`:
+    /// Dynamics `systemuser` into the `User` object, upserting by the Dynamics user id, with
+    /// first name, last name, primary email and username (`domainname`) mapped. Its source
+    /// and target cannot be changed; its mappings can.
+    pub fn user_sync(connection: &Connection) -> Self {
+        let definition = serde_json::json!({
+            "name": format!("User Sync_{}", connection.name()),
+            "source": { "entity": USER_SYNC_SOURCE, "incremental": "auto" },
+            "target": {
+                "object": USER_SYNC_TARGET,
+                "fields": {
+                    "DynamicsUserId": "id", "FirstName": "string", "LastName": "string",
+                    "Email": "string", "Username": "string"
+                },
+                "required": ["DynamicsUserId"]
+            },
+            "mode": "upsert",
+            "identifiers": ["DynamicsUserId"],
+            "mappings": [
+                { "source": "systemuserid", "target": "DynamicsUserId" },
+                { "source": "firstname", "target": "FirstName" },
+                { "source": "lastname", "target": "LastName" },
+                { "source": "internalemailaddress", "target": "Email" },
+                { "source": "domainname", "target": "Username" }
+            ],
+            "deletes": "ignore",
+            "built_in": true
+        });
+        serde_json::from_value(definition).expect("the out-of-the-box job definition is valid")
+    }
+
+    /// The identifier fields (with their types) that a deleted record's id fills: with
+    /// `deletes: propagate`, every identifier must be mapped from the table's primary id.
+    fn delete_key_fields(
+        &self,
+        metadata: &EntityMetadata,
+    ) -> Result<Vec<(String, TargetFieldType)>> {
+        if self.deletes == DeletePolicy::Ignore {
+            return Ok(Vec::new());
+        }
+        let primary_id = metadata.primary_id_attribute();
+        self.mapping
+            .identifiers
+            .iter()
+            .map(|identifier| {
+                let from_primary_id = self.mapping.mappings.iter().any(|m| {
+                    m.target == *identifier && m.source.as_deref() == Some(primary_id)
+                });
+                let field_type = self.mapping.target.field(identifier).map(|f| f.field_type);
+                match (from_primary_id, field_type) {
+                    (true, Some(field_type)) => Ok((identifier.clone(), field_type)),
+                    _ => Err(Error::config(format!(
+                        "job `{}` propagates deletes, but identifier `{identifier}` is not mapped from the primary id `{primary_id}`; Dynamics reports a deleted record by that id only, so map `{primary_id}` to `{identifier}` or set \"deletes\": \"ignore\"",
+                        self.name
+                    ))),
+                }
+            })
+            .collect()
+    }
+
+    /// Refuses a job whose definition is unusable before anything is sent.
+    fn check(&self) -> Result<()> {
+        if self.name.trim().is_empty() {
+            return Err(Error::config(
+                "the job has no name; give it one admins recognise",
+            ));
+        }
+        let target = self.mapping.target.object.as_str();
+        if self.built_in && (self.source.entity != USER_SYNC_SOURCE || target != USER_SYNC_TARGET) {
+            return Err(Error::config(format!(
+                "`{}` is the out-of-the-box job: its source must stay `{USER_SYNC_SOURCE}` and its target `{USER_SYNC_TARGET}` (only its mappings can change); create a new job for other entities",
+                self.name
+            )));
+        }
+        Ok(())
+    }
+}

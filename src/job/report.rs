@@ -1,0 +1,143 @@
+//! The report of one sync run: counts, failed records, the new checkpoint.
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::mapping::RecordFailure;
+use crate::source::Checkpoint;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::io::Write;
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SyncStatus {
+    /// Every record read was written or skipped by a rule.
+    Success,
+    /// The run finished, but some records failed (see [`SyncReport::failures`]).
+    PartialSuccess,
+    /// The run stopped on an error (see [`SyncReport::error`]); its checkpoint resumes the work.
+    Failed,
+    /// The run was cancelled; its checkpoint resumes the work.
+    Cancelled,
+}
+
+/// What a run did, record by record.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncCounts {
+    /// Records (and deletions) read from Dynamics.
+    pub read: u64,
+    /// Records inserted into the target.
+    pub inserted: u64,
+    /// Records updated in the target.
+    pub updated: u64,
+    /// Records upserted into the target.
+    pub upserted: u64,
+    /// Records deleted from the target.
+    pub deleted: u64,
+    /// Records skipped by a rule of the job (deletions with `deletes: ignore`).
+    pub skipped: u64,
+    /// Records that failed; each is in [`SyncReport::failures`].
+    pub failed: u64,
+}
+
+/// The outcome of one run of a [`SyncJob`](crate::SyncJob), serializable as an activity-log
+/// entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SyncReport {
+    /// The job's name.
+    pub job: String,
+    /// How the run ended.
+    pub status: SyncStatus,
+    /// When the run started.
+    pub started_at: DateTime<Utc>,
+    /// When the run ended.
+    pub finished_at: DateTime<Utc>,
+    /// What the run did.
+    pub counts: SyncCounts,
+    /// Every failed record with its id, field and reason.
+    pub failures: Vec<RecordFailure>,
+    /// Whether Dynamics required a full resync (expired change-tracking token) and one was run.
+    pub full_resync: bool,
+    /// The error that stopped a failed run.
+    pub error: Option<String>,
+    /// Where the next run resumes; store it and pass it back. `None` if nothing was accepted
+    /// yet and the run had no checkpoint to begin with.
+    pub checkpoint: Option<Checkpoint>,
+}
+
+impl SyncReport {
+    /// Writes each failed record as one JSON line: `{"record_id":...,"field":...,"reason":...}`.
+    pub fn write_failures_jsonl(&self, mut writer: impl Write) -> Result<()> {
+        for failure in &self.failures {
+            serde_json::to_writer(&mut writer, failure).map_err(write_error)?;
+            writer.write_all(b"\n").map_err(write_error)?;
+        }
+        writer.flush().map_err(write_error)
+    }
+
+    /// Writes the failed records as CSV with the header `record_id,field,reason`.
+    pub fn write_failures_csv(&self, mut writer: impl Write) -> Result<()> {
+        writeln!(writer, "record_id,field,reason").map_err(write_error)?;
+        for failure in &self.failures {
+            writeln!(
+                writer,
+                "{},{},{}",
+                csv_cell(&failure.record_id),
+                csv_cell(&failure.field),
+                csv_cell(&failure.reason)
+            )
+            .map_err(write_error)?;
+        }
+        writer.flush().map_err(write_error)
+    }
+}
+
+/// Quotes a CSV cell when it holds a comma, quote or line break.
+fn csv_cell(text: &str) -> String {
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_owned()
+    }
+}
+
+fn write_error(error: impl std::error::Error + Send + Sync + 'static) -> Error {
+    Error::new(ErrorKind::Sink, "the error file could not be written").with_source(error)
+}
+
+impl fmt::Display for SyncReport {
+    /// A few readable lines, for terminals and logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.counts;
+        let seconds = (self.finished_at - self.started_at).num_milliseconds() as f64 / 1000.0;
+        writeln!(f, "{}: {:?} in {seconds:.2}s", self.job, self.status)?;
+        write!(
+            f,
+            "  read {}, inserted {}, updated {}, upserted {}, deleted {}, skipped {}, failed {}",
+            c.read, c.inserted, c.updated, c.upserted, c.deleted, c.skipped, c.failed
+        )?;
+        if self.full_resync {
+            write!(f, "\n  a full resync was required and run")?;
+        }
+        if let Some(error) = &self.error {
+            write!(f, "\n  error: {error}")?;
+        }
+        for failure in self.failures.iter().take(5) {
+            write!(
+                f,
+                "\n  failed {} {}: {}",
+                failure.record_id,
+                if failure.field.is_empty() {
+                    "-"
+                } else {
+                    &failure.field
+                },
+                failure.reason
+            )?;
+        }
+        if self.failures.len() > 5 {
+            write!(f, "\n  ... and {} more failures", self.failures.len() - 5)?;
+        }
+        Ok(())
+    }
+}

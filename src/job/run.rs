@@ -1,0 +1,342 @@
+//! One run of a sync job: read pages, convert, write, advance the checkpoint.
+
+use super::report::{SyncCounts, SyncReport, SyncStatus};
+use super::{DeletePolicy, SyncJob};
+use crate::client::DataverseClient;
+use crate::error::{ErrorKind, Result};
+use crate::filter::Filter;
+use crate::mapping::{
+    RecordFailure, RecordFailureKind, TargetFieldType, TargetLookup, TargetRecord, TargetValue,
+    ValidatedMapping, WriteMode,
+};
+use crate::metadata::{EntityMetadata, MetadataOptions};
+use crate::sink::{Operation, RecordSink};
+use crate::source::{Checkpoint, EntitySource, Page, RecordChange};
+use chrono::Utc;
+use futures::StreamExt;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Stops a running job cleanly after the batch it is writing. Cloning shares the token.
+#[derive(Debug, Clone, Default)]
+pub struct CancelToken(Arc<AtomicBool>);
+
+impl CancelToken {
+    /// A token not yet cancelled.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Asks every run holding this token to stop.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether [`CancelToken::cancel`] was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Progress after each batch the sink accepted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyncProgress {
+    /// The job's name.
+    pub job: String,
+    /// Pages written so far.
+    pub pages: u32,
+    /// Counts so far.
+    pub counts: SyncCounts,
+}
+
+/// How one run starts and what it reports to.
+#[derive(Default)]
+pub struct RunOptions<'a> {
+    /// Where the previous run stopped; `None` reads from the beginning.
+    pub checkpoint: Option<Checkpoint>,
+    /// The entity's metadata, if the host already has it (otherwise it is fetched once).
+    pub metadata: Option<Arc<EntityMetadata>>,
+    /// Finds target ids for derived mappings.
+    pub lookup: Option<&'a dyn TargetLookup>,
+    /// Called after every batch the sink accepted.
+    pub progress: Option<&'a (dyn Fn(&SyncProgress) + Send + Sync)>,
+    /// Stops the run after the current batch.
+    pub cancel: Option<CancelToken>,
+}
+
+impl fmt::Debug for RunOptions<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunOptions")
+            .field("checkpoint", &self.checkpoint)
+            .field(
+                "metadata",
+                &self.metadata.as_ref().map(|m| m.logical_name()),
+            )
+            .field("lookup", &self.lookup.is_some())
+            .field("progress", &self.progress.is_some())
+            .field("cancel", &self.cancel)
+            .finish()
+    }
+}
+
+impl SyncJob {
+    /// Runs the job: validates the mapping (refusing to start on any violation), then streams
+    /// pages, converts every record and writes each batch to `sink`, fetching the next page
+    /// while the current one is written.
+    ///
+    /// The checkpoint in the report only moves past a page once the sink has accepted it, so a
+    /// crash at any point loses nothing (at worst the last batch is written twice). An error
+    /// once the run has started ends it with [`SyncStatus::Failed`] and that checkpoint; an
+    /// `Err` means the job refused to start (invalid definition or mapping, unreadable entity).
+    pub async fn run(
+        &self,
+        client: &DataverseClient,
+        sink: &dyn RecordSink,
+        options: RunOptions<'_>,
+    ) -> Result<SyncReport> {
+        self.check()?;
+        let metadata = match options.metadata.clone() {
+            Some(metadata) => metadata,
+            None => Arc::new(
+                EntityMetadata::fetch(client, &self.source.entity, &MetadataOptions::default())
+                    .await?,
+            ),
+        };
+        let mapping = self.mapping.validate(&metadata)?;
+        let delete_key = self.delete_key_fields(&metadata)?;
+        let mut run = Run {
+            job: self,
+            mapping: &mapping,
+            delete_key,
+            sink,
+            options: &options,
+            counts: SyncCounts::default(),
+            failures: Vec::new(),
+            checkpoint: options.checkpoint.clone(),
+            pages: 0,
+            full_resync: false,
+        };
+        let started_at = Utc::now();
+        let mut ending = run
+            .read_all(client, &metadata, options.checkpoint.clone())
+            .await;
+        if let Err(error) = &ending {
+            if error.kind() == ErrorKind::ResyncRequired {
+                run.full_resync = true;
+                ending = run.read_all(client, &metadata, None).await;
+            }
+        }
+        if let Err(error) = sink.flush().await {
+            ending = ending.and(Err(error));
+        }
+        let status = match &ending {
+            Err(_) => SyncStatus::Failed,
+            Ok(Ending::Cancelled) => SyncStatus::Cancelled,
+            Ok(Ending::Finished) if run.failures.is_empty() => SyncStatus::Success,
+            Ok(Ending::Finished) => SyncStatus::PartialSuccess,
+        };
+        Ok(SyncReport {
+            job: self.name.clone(),
+            status,
+            started_at,
+            finished_at: Utc::now(),
+            counts: run.counts,
+            failures: run.failures,
+            full_resync: run.full_resync,
+            error: ending.err().map(|e| e.to_string()),
+            checkpoint: run.checkpoint,
+        })
+    }
+}
+
+/// How a read ended when it did not fail.
+enum Ending {
+    Finished,
+    Cancelled,
+}
+
+/// The state of one run.
+struct Run<'a> {
+    job: &'a SyncJob,
+    mapping: &'a ValidatedMapping,
+    delete_key: Vec<(String, TargetFieldType)>,
+    sink: &'a dyn RecordSink,
+    options: &'a RunOptions<'a>,
+    counts: SyncCounts,
+    failures: Vec<RecordFailure>,
+    checkpoint: Option<Checkpoint>,
+    pages: u32,
+    full_resync: bool,
+}
+
+impl Run<'_> {
+    /// Reads every page from `resume` on, writing each; the next page is fetched while the
+    /// current one is written, so at most two pages are in memory.
+    async fn read_all(
+        &mut self,
+        client: &DataverseClient,
+        metadata: &Arc<EntityMetadata>,
+        resume: Option<Checkpoint>,
+    ) -> Result<Ending> {
+        let source = self.source(client, metadata, resume);
+        let mut pages = source.pages();
+        let mut next = pages.next().await;
+        while let Some(page) = next {
+            let page = page?;
+            let operations = self.operations(&page).await;
+            let (fetched, written) = futures::join!(
+                pages.next(),
+                self.sink
+                    .write(&self.job.mapping.target.object, &operations.operations)
+            );
+            self.record_results(&operations, written?);
+            self.pages += 1;
+            self.checkpoint = Some(page.checkpoint);
+            if let Some(progress) = self.options.progress {
+                progress(&SyncProgress {
+                    job: self.job.name.clone(),
+                    pages: self.pages,
+                    counts: self.counts,
+                });
+            }
+            if self
+                .options
+                .cancel
+                .as_ref()
+                .is_some_and(CancelToken::is_cancelled)
+            {
+                return Ok(Ending::Cancelled);
+            }
+            next = fetched;
+        }
+        Ok(Ending::Finished)
+    }
+
+    fn source(
+        &self,
+        client: &DataverseClient,
+        metadata: &Arc<EntityMetadata>,
+        resume: Option<Checkpoint>,
+    ) -> EntitySource {
+        let spec = &self.job.source;
+        let mut source = EntitySource::new(client.clone(), metadata.clone())
+            .with_columns(self.mapping.source_columns())
+            .with_mode(spec.incremental)
+            .with_formatted_values(self.mapping.needs_formatted_values())
+            .with_lookup_tables(self.mapping.needs_lookup_annotations());
+        if let Some(filter) = &spec.filter {
+            source = source.with_filter(Filter::raw(filter));
+        }
+        if let Some(size) = spec.page_size {
+            source = source.with_page_size(size);
+        }
+        if let Some(checkpoint) = resume {
+            source = source.resume_from(checkpoint);
+        }
+        source
+    }
+
+    /// Converts one page into sink operations; records that cannot be converted fail here.
+    async fn operations(&mut self, page: &Page) -> Batch {
+        let mut batch = Batch::default();
+        for change in &page.changes {
+            self.counts.read += 1;
+            match change {
+                RecordChange::Upsert(record) => {
+                    match self.mapping.convert(record, self.options.lookup).await {
+                        Ok(target) => {
+                            let key = self.mapping.identifier_key(&target);
+                            batch.push(
+                                record.id(),
+                                match self.job.mapping.mode {
+                                    WriteMode::Insert => Operation::Insert { record: target },
+                                    WriteMode::Update => Operation::Update {
+                                        key,
+                                        record: target,
+                                    },
+                                    WriteMode::Upsert => Operation::Upsert {
+                                        key,
+                                        record: target,
+                                    },
+                                },
+                            );
+                        }
+                        Err(failure) => self.fail(failure),
+                    }
+                }
+                RecordChange::Delete { id } => match self.job.deletes {
+                    DeletePolicy::Ignore => self.counts.skipped += 1,
+                    DeletePolicy::Propagate => {
+                        let key = self.key_of_deleted(id);
+                        batch.push(id, Operation::Delete { key });
+                    }
+                },
+            }
+        }
+        batch
+    }
+
+    /// Counts what the sink answered for each operation of the batch.
+    fn record_results(&mut self, batch: &Batch, results: Vec<crate::sink::WriteResult>) {
+        let mut results = results.into_iter();
+        for (record_id, operation) in batch.record_ids.iter().zip(&batch.operations) {
+            match results.next() {
+                Some(Ok(())) => match operation {
+                    Operation::Insert { .. } => self.counts.inserted += 1,
+                    Operation::Update { .. } => self.counts.updated += 1,
+                    Operation::Upsert { .. } => self.counts.upserted += 1,
+                    Operation::Delete { .. } => self.counts.deleted += 1,
+                },
+                Some(Err(failure)) => self.fail(write_failure(record_id, failure.reason)),
+                None => self.fail(write_failure(
+                    record_id,
+                    "the sink gave no result for this record; treat it as not written".to_owned(),
+                )),
+            }
+        }
+    }
+
+    /// The identifiers of the target record a deleted Dynamics record was written to.
+    fn key_of_deleted(&self, id: &str) -> TargetRecord {
+        let mut key = TargetRecord::new();
+        for (field, field_type) in &self.delete_key {
+            let value = match field_type {
+                TargetFieldType::Id => TargetValue::Id(id.to_owned()),
+                _ => TargetValue::String(id.to_owned()),
+            };
+            key.insert(field.clone(), value);
+        }
+        key
+    }
+
+    fn fail(&mut self, failure: RecordFailure) {
+        self.counts.failed += 1;
+        self.failures.push(failure);
+    }
+}
+
+/// A record the sink refused.
+fn write_failure(record_id: &str, reason: String) -> RecordFailure {
+    RecordFailure {
+        record_id: record_id.to_owned(),
+        field: String::new(),
+        source: None,
+        reason,
+        kind: RecordFailureKind::Write,
+    }
+}
+
+/// The operations of one page, each with the Dynamics id it came from.
+#[derive(Default)]
+struct Batch {
+    operations: Vec<Operation>,
+    record_ids: Vec<String>,
+}
+
+impl Batch {
+    fn push(&mut self, record_id: &str, operation: Operation) {
+        self.record_ids.push(record_id.to_owned());
+        self.operations.push(operation);
+    }
+}

@@ -1,0 +1,240 @@
+//! Record sinks: where a sync job writes what it read.
+//!
+//! A [`RecordSink`] receives batches of [`Operation`]s for one target object and answers per
+//! operation, so a partial failure is reported record by record. Two sinks ship with the crate:
+//! [`MemorySink`] (tests and examples) and [`JsonLinesSink`] (one JSON object per line to any
+//! writer).
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::mapping::TargetRecord;
+use async_trait::async_trait;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::Write;
+use std::sync::Mutex;
+
+/// One write a job asks of the sink.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Operation {
+    /// Create a new record.
+    Insert {
+        /// The record's fields.
+        record: TargetRecord,
+    },
+    /// Change the record whose identifier fields equal `key`; no record means a failure.
+    Update {
+        /// The identifier fields and their values.
+        key: TargetRecord,
+        /// The record's fields (the identifiers included).
+        record: TargetRecord,
+    },
+    /// Change the record whose identifier fields equal `key`, or create it.
+    Upsert {
+        /// The identifier fields and their values.
+        key: TargetRecord,
+        /// The record's fields (the identifiers included).
+        record: TargetRecord,
+    },
+    /// Remove the record whose identifier fields equal `key`.
+    Delete {
+        /// The identifier fields and their values.
+        key: TargetRecord,
+    },
+}
+
+impl Operation {
+    /// The identifier fields of the record this operation touches (none for an insert).
+    pub fn key(&self) -> Option<&TargetRecord> {
+        match self {
+            Operation::Insert { .. } => None,
+            Operation::Update { key, .. }
+            | Operation::Upsert { key, .. }
+            | Operation::Delete { key } => Some(key),
+        }
+    }
+}
+
+/// Why the sink could not write one record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteFailure {
+    /// What went wrong, in words a person can act on.
+    pub reason: String,
+}
+
+impl WriteFailure {
+    /// A failure with `reason`.
+    pub fn new(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The answer for one operation of a batch.
+pub type WriteResult = std::result::Result<(), WriteFailure>;
+
+/// Where a sync job writes: the host's own storage.
+///
+/// `write` answers with exactly one [`WriteResult`] per operation, in order. Returning `Err`
+/// means the whole batch failed (the store is down): the job stops and does not advance its
+/// checkpoint past the batch, so nothing is lost.
+#[async_trait]
+pub trait RecordSink: Send + Sync + fmt::Debug {
+    /// Writes a batch of operations for the target object `object`.
+    async fn write(&self, object: &str, operations: &[Operation]) -> Result<Vec<WriteResult>>;
+
+    /// Makes everything written so far durable. Called before a job hands back its checkpoint.
+    async fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// The text key of an identifier record, used to index stored records.
+fn key_text(key: &TargetRecord) -> String {
+    serde_json::to_string(key).unwrap_or_default()
+}
+
+/// A sink that keeps records in memory, indexed by their identifiers. For tests and examples.
+#[derive(Debug, Default)]
+pub struct MemorySink {
+    objects: Mutex<BTreeMap<String, Stored>>,
+}
+
+#[derive(Debug, Default)]
+struct Stored {
+    by_key: BTreeMap<String, TargetRecord>,
+    inserted: Vec<TargetRecord>,
+    operations: usize,
+}
+
+impl MemorySink {
+    /// An empty sink.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Every record of `object`: inserted ones first, then those kept by identifier.
+    pub fn records(&self, object: &str) -> Vec<TargetRecord> {
+        let objects = self.objects.lock().expect("sink lock");
+        objects
+            .get(object)
+            .map(|stored| {
+                stored
+                    .inserted
+                    .iter()
+                    .chain(stored.by_key.values())
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The record of `object` whose identifiers equal `key`.
+    pub fn get(&self, object: &str, key: &TargetRecord) -> Option<TargetRecord> {
+        let objects = self.objects.lock().expect("sink lock");
+        objects.get(object)?.by_key.get(&key_text(key)).cloned()
+    }
+
+    /// How many operations `object` has received in all (a record written twice counts twice).
+    pub fn operation_count(&self, object: &str) -> usize {
+        let objects = self.objects.lock().expect("sink lock");
+        objects.get(object).map_or(0, |stored| stored.operations)
+    }
+}
+
+#[async_trait]
+impl RecordSink for MemorySink {
+    async fn write(&self, object: &str, operations: &[Operation]) -> Result<Vec<WriteResult>> {
+        let mut objects = self.objects.lock().expect("sink lock");
+        let stored = objects.entry(object.to_owned()).or_default();
+        stored.operations += operations.len();
+        Ok(operations
+            .iter()
+            .map(|operation| match operation {
+                Operation::Insert { record } => {
+                    stored.inserted.push(record.clone());
+                    Ok(())
+                }
+                Operation::Upsert { key, record } => {
+                    stored.by_key.insert(key_text(key), record.clone());
+                    Ok(())
+                }
+                Operation::Update { key, record } => match stored.by_key.get_mut(&key_text(key)) {
+                    Some(existing) => {
+                        *existing = record.clone();
+                        Ok(())
+                    }
+                    None => Err(WriteFailure::new(format!(
+                        "no {object} record has the identifiers {}; use upsert to create missing records",
+                        key_text(key)
+                    ))),
+                },
+                Operation::Delete { key } => {
+                    stored.by_key.remove(&key_text(key));
+                    Ok(())
+                }
+            })
+            .collect())
+    }
+}
+
+/// A sink that writes each operation as one JSON line to a writer:
+/// `{"op":"upsert","object":"Company","key":{...},"record":{...}}`,
+/// `{"op":"delete","object":"Company","key":{...}}`.
+pub struct JsonLinesSink<W> {
+    writer: Mutex<W>,
+}
+
+impl<W: Write + Send> JsonLinesSink<W> {
+    /// Writes to `writer` (wrap files in a `BufWriter`).
+    pub fn new(writer: W) -> Self {
+        Self {
+            writer: Mutex::new(writer),
+        }
+    }
+
+    /// The writer back.
+    pub fn into_inner(self) -> W {
+        self.writer.into_inner().expect("sink lock")
+    }
+}
+
+impl<W> fmt::Debug for JsonLinesSink<W> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JsonLinesSink").finish_non_exhaustive()
+    }
+}
+
+/// One JSON line: the operation with the object's name.
+#[derive(Serialize)]
+struct Line<'a> {
+    object: &'a str,
+    #[serde(flatten)]
+    operation: &'a Operation,
+}
+
+fn sink_error(error: impl std::error::Error + Send + Sync + 'static) -> Error {
+    Error::new(ErrorKind::Sink, "the JSON Lines sink could not write").with_source(error)
+}
+
+#[async_trait]
+impl<W: Write + Send> RecordSink for JsonLinesSink<W> {
+    async fn write(&self, object: &str, operations: &[Operation]) -> Result<Vec<WriteResult>> {
+        let mut writer = self.writer.lock().expect("sink lock");
+        for operation in operations {
+            serde_json::to_writer(&mut *writer, &Line { object, operation }).map_err(sink_error)?;
+            writer.write_all(b"\n").map_err(sink_error)?;
+        }
+        Ok(vec![Ok(()); operations.len()])
+    }
+
+    async fn flush(&self) -> Result<()> {
+        self.writer
+            .lock()
+            .expect("sink lock")
+            .flush()
+            .map_err(sink_error)
+    }
+}

@@ -1,0 +1,591 @@
+//! Sync jobs end to end against the stand-in Dynamics instance: full and incremental runs,
+//! crash and resume, partial failures, deletes, resyncs, cancellation, chains and the
+//! out-of-the-box job.
+
+use async_trait::async_trait;
+use d365_connector::testkit::{Fault, StandIn};
+use d365_connector::{
+    CancelToken, ChainOutcome, ClientSecret, Connection, DataverseClient, EntraApp, ErrorKind,
+    JobChain, MappingErrors, MemorySink, OAuthAuthorizer, Operation, RecordSink, RetryPolicy,
+    RunOptions, SyncJob, SyncProgress, SyncStatus, TargetRecord, TargetValue, VirtualClock,
+    WriteResult,
+};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+async fn connect(crm: &StandIn) -> (Connection, DataverseClient) {
+    let connection = Connection::builder("Stand-in", crm.url())
+        .with_authority(crm.authority())
+        .build()
+        .unwrap();
+    let app = EntraApp::builder(StandIn::TENANT_ID, StandIn::CLIENT_ID)
+        .with_client_secret(ClientSecret::new(StandIn::CLIENT_SECRET))
+        .build()
+        .unwrap();
+    let authorizer = OAuthAuthorizer::client_credentials(&connection, app)
+        .build()
+        .unwrap();
+    let client = DataverseClient::new(connection.clone(), Arc::new(authorizer))
+        .unwrap()
+        .with_retry_policy(RetryPolicy::default().with_clock(Arc::new(VirtualClock::new())));
+    (connection, client)
+}
+
+fn contacts_job(page_size: u32) -> SyncJob {
+    SyncJob::from_json(
+        &json!({
+            "name": "Contacts to Person",
+            "source": { "entity": "contact", "incremental": "auto", "page_size": page_size },
+            "target": { "object": "Person",
+                        "fields": { "ExternalId": "id", "FirstName": "string",
+                                    "LastName": {"type": "string", "max_length": 60},
+                                    "Email": "string", "CompanyId": "id", "Birthday": "date" },
+                        "required": ["ExternalId"] },
+            "mode": "upsert",
+            "identifiers": ["ExternalId"],
+            "mappings": [
+                { "source": "contactid", "target": "ExternalId" },
+                { "source": "firstname", "target": "FirstName" },
+                { "source": "lastname", "target": "LastName" },
+                { "source": "emailaddress1", "target": "Email" },
+                { "source": "parentcustomerid", "target": "CompanyId" },
+                { "source": "birthdate", "target": "Birthday" }
+            ],
+            "deletes": "propagate"
+        })
+        .to_string(),
+    )
+    .unwrap()
+}
+
+fn key(id: &str) -> TargetRecord {
+    let mut key = TargetRecord::new();
+    key.insert("ExternalId", TargetValue::Id(id.to_owned()));
+    key
+}
+
+fn ids(records: &[TargetRecord]) -> HashSet<String> {
+    records
+        .iter()
+        .map(|r| {
+            r.get("ExternalId")
+                .and_then(TargetValue::as_str)
+                .unwrap()
+                .to_owned()
+        })
+        .collect()
+}
+
+fn contact_ids(crm: &StandIn) -> HashSet<String> {
+    crm.rows("contact")
+        .iter()
+        .map(|row| row["contactid"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_full_run_writes_every_record_with_its_customer_id() {
+    let crm = StandIn::with_sample_data().await;
+    let (_, client) = connect(&crm).await;
+    let sink = MemorySink::new();
+
+    let report = contacts_job(10)
+        .run(&client, &sink, RunOptions::default())
+        .await
+        .unwrap();
+
+    assert_eq!(report.status, SyncStatus::Success, "{report}");
+    let rows = crm.rows("contact");
+    assert_eq!(report.counts.read, rows.len() as u64);
+    assert_eq!(report.counts.upserted, rows.len() as u64);
+    assert_eq!(report.counts.failed, 0);
+    let people = sink.records("Person");
+    assert_eq!(ids(&people), contact_ids(&crm));
+    for row in &rows {
+        let person = sink
+            .get("Person", &key(row["contactid"].as_str().unwrap()))
+            .unwrap();
+        let expected_company = row["_parentcustomerid_value"].as_str();
+        assert_eq!(
+            person.get("CompanyId").and_then(TargetValue::as_str),
+            expected_company,
+            "{row}"
+        );
+        assert_eq!(
+            person.get("LastName").and_then(TargetValue::as_str),
+            row["lastname"].as_str()
+        );
+    }
+    let queries: Vec<String> = crm
+        .api_requests()
+        .iter()
+        .filter(|r| r.path().ends_with("/contacts"))
+        .map(|r| r.path_and_query.clone())
+        .collect();
+    assert_eq!(queries.len(), 3, "{queries:?}");
+    let select = crm
+        .api_requests()
+        .iter()
+        .find(|r| r.path().ends_with("/contacts"))
+        .unwrap()
+        .query_pairs()
+        .into_iter()
+        .find(|(name, _)| name == "$select")
+        .unwrap()
+        .1;
+    let mut columns: Vec<&str> = select.split(',').collect();
+    columns.sort_unstable();
+    assert_eq!(
+        columns,
+        [
+            "_parentcustomerid_value",
+            "birthdate",
+            "contactid",
+            "emailaddress1",
+            "firstname",
+            "lastname"
+        ]
+    );
+    assert!(report.checkpoint.as_ref().unwrap().delta_link().is_some());
+}
+
+#[tokio::test]
+async fn a_second_run_writes_only_changes_and_deletes() {
+    let crm = StandIn::with_sample_data().await;
+    let (_, client) = connect(&crm).await;
+    let sink = MemorySink::new();
+    let job = contacts_job(10);
+    let first = job
+        .run(&client, &sink, RunOptions::default())
+        .await
+        .unwrap();
+    let before = sink.operation_count("Person");
+
+    let rows = crm.rows("contact");
+    let changed = rows[3]["contactid"].as_str().unwrap().to_owned();
+    let deleted = rows[7]["contactid"].as_str().unwrap().to_owned();
+    crm.upsert(
+        "contact",
+        json!({"contactid": changed, "lastname": "Renamed"}),
+    );
+    crm.delete("contact", &deleted);
+
+    let second = job
+        .run(
+            &client,
+            &sink,
+            RunOptions {
+                checkpoint: first.checkpoint,
+                ..RunOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+
+    assert_eq!(second.status, SyncStatus::Success, "{second}");
+    assert_eq!(second.counts.read, 2);
+    assert_eq!(second.counts.upserted, 1);
+    assert_eq!(second.counts.deleted, 1);
+    assert_eq!(sink.operation_count("Person") - before, 2);
+    assert!(sink.get("Person", &key(&deleted)).is_none());
+    let renamed = sink.get("Person", &key(&changed)).unwrap();
+    assert_eq!(
+        renamed.get("LastName").and_then(TargetValue::as_str),
+        Some("Renamed")
+    );
+    assert_eq!(ids(&sink.records("Person")), contact_ids(&crm));
+}
+
+/// A sink that refuses whole batches from the `fail_from`-th write on (counting from 1).
+#[derive(Debug)]
+struct CrashingSink<'a> {
+    inner: &'a MemorySink,
+    writes: AtomicUsize,
+    fail_from: usize,
+}
+
+#[async_trait]
+impl RecordSink for CrashingSink<'_> {
+    async fn write(
+        &self,
+        object: &str,
+        operations: &[Operation],
+    ) -> d365_connector::Result<Vec<WriteResult>> {
+        if self.writes.fetch_add(1, Ordering::SeqCst) + 1 >= self.fail_from {
+            return Err(d365_connector::Error::new(
+                ErrorKind::Sink,
+                "the store is down; retry the run later",
+            ));
+        }
+        self.inner.write(object, operations).await
+    }
+}
+
+#[tokio::test]
+async fn a_run_killed_at_page_three_resumes_and_writes_every_record_once() {
+    let crm = StandIn::with_sample_data().await;
+    let (_, client) = connect(&crm).await;
+    let store = MemorySink::new();
+    let job = contacts_job(10);
+    let crashing = CrashingSink {
+        inner: &store,
+        writes: AtomicUsize::new(0),
+        fail_from: 3,
+    };
+
+    let crashed = job
+        .run(&client, &crashing, RunOptions::default())
+        .await
+        .unwrap();
+
+    assert_eq!(crashed.status, SyncStatus::Failed);
+    assert!(
+        crashed.error.as_deref().unwrap().contains("store is down"),
+        "{crashed}"
+    );
+    assert_eq!(crashed.counts.upserted, 20);
+    assert_eq!(store.records("Person").len(), 20);
+    let checkpoint = crashed.checkpoint.clone().unwrap();
+    assert!(checkpoint.next_link().is_some(), "{checkpoint:?}");
+
+    // A new process: a fresh client, the saved checkpoint as JSON, a healthy sink.
+    let saved = serde_json::to_string(&checkpoint).unwrap();
+    let (_, fresh_client) = connect(&crm).await;
+    crm.clear_requests();
+    let resumed = job
+        .run(
+            &fresh_client,
+            &store,
+            RunOptions {
+                checkpoint: Some(serde_json::from_str(&saved).unwrap()),
+                ..RunOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+
+    assert_eq!(resumed.status, SyncStatus::Success, "{resumed}");
+    assert_eq!(resumed.counts.read, 5, "only page 3 is read again");
+    let people = store.records("Person");
+    assert_eq!(people.len(), crm.rows("contact").len());
+    assert_eq!(ids(&people), contact_ids(&crm));
+    assert_eq!(store.operation_count("Person"), people.len());
+}
+
+#[tokio::test]
+async fn one_unconvertible_record_fails_alone_and_the_page_goes_on() {
+    let crm = StandIn::with_sample_data().await;
+    let (_, client) = connect(&crm).await;
+    let long_name = "W".repeat(61);
+    let bad = crm.rows("contact")[5]["contactid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    crm.upsert("contact", json!({"contactid": bad, "lastname": long_name}));
+    let sink = MemorySink::new();
+
+    let report = contacts_job(5000)
+        .run(&client, &sink, RunOptions::default())
+        .await
+        .unwrap();
+
+    assert_eq!(report.status, SyncStatus::PartialSuccess, "{report}");
+    assert_eq!(report.counts.failed, 1);
+    assert_eq!(report.failures.len(), 1);
+    let failure = &report.failures[0];
+    assert_eq!(failure.record_id, bad);
+    assert_eq!(failure.field, "LastName");
+    assert!(failure.reason.contains("60"), "{}", failure.reason);
+    let total = crm.rows("contact").len();
+    assert_eq!(report.counts.upserted as usize, total - 1);
+    assert_eq!(sink.records("Person").len(), total - 1);
+    assert!(sink.get("Person", &key(&bad)).is_none());
+
+    let mut csv = Vec::new();
+    report.write_failures_csv(&mut csv).unwrap();
+    let csv = String::from_utf8(csv).unwrap();
+    assert!(csv.starts_with("record_id,field,reason\n"));
+    assert!(csv.contains(&format!("{bad},LastName,")), "{csv}");
+    let mut jsonl = Vec::new();
+    report.write_failures_jsonl(&mut jsonl).unwrap();
+    let line: Value = serde_json::from_slice(jsonl.split(|b| *b == b'\n').next().unwrap()).unwrap();
+    assert_eq!(line["record_id"], bad.as_str());
+
+    let entry: Value = serde_json::to_value(&report).unwrap();
+    assert_eq!(entry["status"], "PartialSuccess");
+    assert_eq!(entry["counts"]["failed"], 1);
+    assert_eq!(entry["job"], "Contacts to Person");
+}
+
+#[tokio::test]
+async fn an_expired_delta_token_runs_a_full_resync_and_says_so() {
+    let crm = StandIn::with_sample_data().await;
+    let (_, client) = connect(&crm).await;
+    let sink = MemorySink::new();
+    let job = contacts_job(5000);
+    let first = job
+        .run(&client, &sink, RunOptions::default())
+        .await
+        .unwrap();
+    crm.inject(Fault::ExpireDeltaTokens);
+
+    let second = job
+        .run(
+            &client,
+            &sink,
+            RunOptions {
+                checkpoint: first.checkpoint,
+                ..RunOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+
+    assert_eq!(second.status, SyncStatus::Success, "{second}");
+    assert!(second.full_resync);
+    assert_eq!(second.counts.read as usize, crm.rows("contact").len());
+    assert!(second.to_string().contains("full resync"));
+    assert!(second.checkpoint.unwrap().delta_link().is_some());
+}
+
+#[tokio::test]
+async fn cancelling_stops_after_the_batch_with_a_checkpoint_that_resumes() {
+    let crm = StandIn::with_sample_data().await;
+    let (_, client) = connect(&crm).await;
+    let sink = MemorySink::new();
+    let job = contacts_job(10);
+    let cancel = CancelToken::new();
+    let seen = std::sync::Mutex::new(Vec::new());
+    let on_progress = |progress: &SyncProgress| {
+        seen.lock().unwrap().push(progress.clone());
+        cancel.cancel();
+    };
+
+    let cancelled = job
+        .run(
+            &client,
+            &sink,
+            RunOptions {
+                cancel: Some(cancel.clone()),
+                progress: Some(&on_progress),
+                ..RunOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+
+    assert_eq!(cancelled.status, SyncStatus::Cancelled);
+    assert_eq!(cancelled.counts.upserted, 10);
+    let progress = seen.lock().unwrap().clone();
+    assert_eq!(progress.len(), 1);
+    assert_eq!(progress[0].pages, 1);
+    assert_eq!(progress[0].counts.upserted, 10);
+
+    let resumed = job
+        .run(
+            &client,
+            &sink,
+            RunOptions {
+                checkpoint: cancelled.checkpoint,
+                ..RunOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(resumed.status, SyncStatus::Success);
+    assert_eq!(ids(&sink.records("Person")), contact_ids(&crm));
+}
+
+#[tokio::test]
+async fn an_invalid_mapping_refuses_to_start_and_reads_no_record() {
+    let crm = StandIn::with_sample_data().await;
+    let (_, client) = connect(&crm).await;
+    let mut job = contacts_job(10);
+    job.mapping.mappings[4].source = Some("parentcustomerid.name".to_owned());
+    job.mapping.mappings[1].source = Some("firstnme".to_owned());
+
+    let error = job
+        .run(&client, &MemorySink::new(), RunOptions::default())
+        .await
+        .unwrap_err();
+
+    assert_eq!(error.kind(), ErrorKind::Mapping);
+    let violations = MappingErrors::from_error(&error).unwrap().violations();
+    assert_eq!(violations.len(), 2, "{violations:?}");
+    assert!(violations.iter().any(|v| v.message.contains("firstname")));
+    assert!(violations.iter().any(|v| v.message.contains("id")));
+    assert!(
+        crm.api_requests()
+            .iter()
+            .all(|r| !r.path().ends_with("/contacts"))
+    );
+}
+
+#[tokio::test]
+async fn propagating_deletes_needs_an_identifier_mapped_from_the_primary_id() {
+    let crm = StandIn::with_sample_data().await;
+    let (_, client) = connect(&crm).await;
+    let mut job = contacts_job(10);
+    job.mapping.mappings[0].source = Some("emailaddress1".to_owned());
+    job.mapping.mappings[3].source = Some("contactid".to_owned());
+    job.mapping.target.fields.insert(
+        "Email".to_owned(),
+        d365_connector::TargetField::new(d365_connector::TargetFieldType::Id),
+    );
+    job.mapping.target.fields.insert(
+        "ExternalId".to_owned(),
+        d365_connector::TargetField::new(d365_connector::TargetFieldType::String),
+    );
+
+    let error = job
+        .run(&client, &MemorySink::new(), RunOptions::default())
+        .await
+        .unwrap_err();
+
+    assert_eq!(error.kind(), ErrorKind::Config);
+    assert!(error.to_string().contains("contactid"), "{error}");
+}
+
+#[tokio::test]
+async fn throttling_during_a_run_is_waited_out() {
+    let crm = StandIn::with_sample_data().await;
+    let (_, client) = connect(&crm).await;
+    crm.inject(Fault::Throttle {
+        retry_after_secs: 2,
+    });
+    crm.inject(Fault::Unavailable);
+    let sink = MemorySink::new();
+
+    let report = contacts_job(10)
+        .run(&client, &sink, RunOptions::default())
+        .await
+        .unwrap();
+
+    assert_eq!(report.status, SyncStatus::Success, "{report}");
+    assert_eq!(ids(&sink.records("Person")), contact_ids(&crm));
+}
+
+#[tokio::test]
+async fn the_out_of_the_box_job_syncs_users_and_keeps_its_source_and_target() {
+    let crm = StandIn::with_sample_data().await;
+    let (connection, client) = connect(&crm).await;
+    let job = SyncJob::user_sync(&connection);
+    assert_eq!(job.name, "User Sync_Stand-in");
+    let sink = MemorySink::new();
+
+    let report = job
+        .run(&client, &sink, RunOptions::default())
+        .await
+        .unwrap();
+
+    assert_eq!(report.status, SyncStatus::Success, "{report}");
+    let users = crm.rows("systemuser");
+    assert_eq!(sink.records("User").len(), users.len());
+    for row in &users {
+        let mut key = TargetRecord::new();
+        key.insert(
+            "DynamicsUserId",
+            TargetValue::Id(row["systemuserid"].as_str().unwrap().to_owned()),
+        );
+        let user = sink.get("User", &key).unwrap();
+        assert_eq!(
+            user.get("Username").and_then(TargetValue::as_str),
+            row["domainname"].as_str()
+        );
+        assert_eq!(
+            user.get("Email").and_then(TargetValue::as_str),
+            row["internalemailaddress"].as_str()
+        );
+        assert_eq!(
+            user.get("FirstName").and_then(TargetValue::as_str),
+            row["firstname"].as_str()
+        );
+    }
+
+    let mut remapped = job.clone();
+    remapped.mapping.mappings.retain(|m| m.target != "Email");
+    remapped.mapping.target.fields.remove("Email");
+    assert_eq!(
+        remapped
+            .run(&client, &MemorySink::new(), RunOptions::default())
+            .await
+            .unwrap()
+            .status,
+        SyncStatus::Success
+    );
+    let mut moved = job.clone();
+    moved.source.entity = "contact".to_owned();
+    let error = moved
+        .run(&client, &MemorySink::new(), RunOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Config);
+    assert!(error.to_string().contains("out-of-the-box"), "{error}");
+}
+
+#[tokio::test]
+async fn a_chain_whose_first_job_fails_does_not_run_its_dependent() {
+    let crm = StandIn::with_sample_data().await;
+    let (_, client) = connect(&crm).await;
+    let companies = SyncJob::from_json(
+        &json!({
+            "name": "Accounts to Company",
+            "source": { "entity": "account" },
+            "target": { "object": "Company", "fields": { "DynamicsId": "id", "Name": "string" } },
+            "mode": "upsert",
+            "identifiers": ["DynamicsId"],
+            "mappings": [
+                { "source": "accountid", "target": "DynamicsId" },
+                { "source": "name", "target": "Name" }
+            ]
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let mut people = contacts_job(10);
+    people.depends_on = Some("Accounts to Company".to_owned());
+    let chain = JobChain::new(vec![companies, people]).unwrap();
+    let store = MemorySink::new();
+    let crashing = CrashingSink {
+        inner: &store,
+        writes: AtomicUsize::new(0),
+        fail_from: 1,
+    };
+
+    let report = chain.run(&client, &crashing, &BTreeMap::new()).await;
+
+    match report.outcome("Accounts to Company").unwrap() {
+        ChainOutcome::Ran(first) => assert_eq!(first.status, SyncStatus::Failed),
+        other => panic!("{other:?}"),
+    }
+    match report.outcome("Contacts to Person").unwrap() {
+        ChainOutcome::NotRun { reason, .. } => {
+            assert!(reason.contains("Accounts to Company"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        crm.api_requests()
+            .iter()
+            .all(|r| !r.path().ends_with("/contacts"))
+    );
+
+    let healthy = chain.run(&client, &store, &BTreeMap::new()).await;
+    assert!(
+        healthy.outcomes.iter().all(ChainOutcome::succeeded),
+        "{healthy:?}"
+    );
+    assert_eq!(store.records("Company").len(), crm.rows("account").len());
+}
+
+#[test]
+fn a_chain_refuses_unknown_or_later_dependencies() {
+    let mut first = contacts_job(10);
+    first.depends_on = Some("Later".to_owned());
+    let mut later = contacts_job(10);
+    later.name = "Later".to_owned();
+    let error = JobChain::new(vec![first, later]).unwrap_err();
+    assert!(error.to_string().contains("earlier job"), "{error}");
+}
