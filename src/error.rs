@@ -39,11 +39,15 @@ pub enum ErrorKind {
 ///
 /// `Display` is one sentence a person can act on; details are available through the
 /// accessors. No secret, bearer token or paging token ever appears in it.
+#[derive(thiserror::Error)]
+#[error(transparent)]
 pub struct Error {
     inner: Box<Inner>,
 }
 
 /// The details, boxed so `Result<T, Error>` stays one pointer wide.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
 struct Inner {
     kind: ErrorKind,
     message: String,
@@ -53,22 +57,8 @@ struct Inner {
     request_id: Option<String>,
     retry_after: Option<Duration>,
     retryable: bool,
+    #[source]
     source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.inner.message)
-    }
-}
-
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.inner
-            .source
-            .as_deref()
-            .map(|source| source as &(dyn std::error::Error + 'static))
-    }
 }
 
 impl Error {

@@ -5,10 +5,10 @@
 use async_trait::async_trait;
 use d365_connector::testkit::{Fault, StandIn};
 use d365_connector::{
-    CancelToken, ChainOutcome, ClientSecret, Connection, DataverseClient, EntraApp, ErrorKind,
-    JobChain, MappingErrors, MemorySink, OAuthAuthorizer, Operation, RecordSink, RetryPolicy,
-    RunOptions, SyncJob, SyncProgress, SyncStatus, TargetRecord, TargetValue, VirtualClock,
-    WriteResult,
+    CancelToken, ChainOutcome, Checkpoint, ClientSecret, Connection, DataverseClient, EntraApp,
+    ErrorKind, JobChain, MappingErrors, MemorySink, OAuthAuthorizer, Operation, RecordSink,
+    RetryPolicy, RunOptions, SyncJob, SyncProgress, SyncStatus, TargetRecord, TargetValue,
+    VirtualClock, WriteResult,
 };
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashSet};
@@ -58,6 +58,14 @@ fn contacts_job(page_size: u32) -> SyncJob {
         .to_string(),
     )
     .unwrap()
+}
+
+/// Run options that resume from `checkpoint`.
+fn resuming(checkpoint: Option<Checkpoint>) -> RunOptions<'static> {
+    RunOptions {
+        checkpoint,
+        ..RunOptions::default()
+    }
 }
 
 fn key(id: &str) -> TargetRecord {
@@ -173,14 +181,7 @@ async fn a_second_run_writes_only_changes_and_deletes() {
     crm.delete("contact", &deleted);
 
     let second = job
-        .run(
-            &client,
-            &sink,
-            RunOptions {
-                checkpoint: first.checkpoint,
-                ..RunOptions::default()
-            },
-        )
+        .run(&client, &sink, resuming(first.checkpoint))
         .await
         .unwrap();
 
@@ -258,10 +259,7 @@ async fn a_run_killed_at_page_three_resumes_and_writes_every_record_once() {
         .run(
             &fresh_client,
             &store,
-            RunOptions {
-                checkpoint: Some(serde_json::from_str(&saved).unwrap()),
-                ..RunOptions::default()
-            },
+            resuming(Some(serde_json::from_str(&saved).unwrap())),
         )
         .await
         .unwrap();
@@ -332,14 +330,7 @@ async fn an_expired_delta_token_runs_a_full_resync_and_says_so() {
     crm.inject(Fault::ExpireDeltaTokens);
 
     let second = job
-        .run(
-            &client,
-            &sink,
-            RunOptions {
-                checkpoint: first.checkpoint,
-                ..RunOptions::default()
-            },
-        )
+        .run(&client, &sink, resuming(first.checkpoint))
         .await
         .unwrap();
 
@@ -384,14 +375,7 @@ async fn cancelling_stops_after_the_batch_with_a_checkpoint_that_resumes() {
     assert_eq!(progress[0].counts.upserted, 10);
 
     let resumed = job
-        .run(
-            &client,
-            &sink,
-            RunOptions {
-                checkpoint: cancelled.checkpoint,
-                ..RunOptions::default()
-            },
-        )
+        .run(&client, &sink, resuming(cancelled.checkpoint))
         .await
         .unwrap();
     assert_eq!(resumed.status, SyncStatus::Success);
