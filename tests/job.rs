@@ -573,3 +573,37 @@ fn a_chain_refuses_unknown_or_later_dependencies() {
     let error = JobChain::new(vec![first, later]).unwrap_err();
     assert!(error.to_string().contains("earlier job"), "{error}");
 }
+
+#[test]
+fn a_misspelt_job_key_is_refused_and_a_job_round_trips() {
+    let mut definition: Value = serde_json::to_value(contacts_job(10)).unwrap();
+    let round_trip = SyncJob::from_json(&definition.to_string()).unwrap();
+    assert_eq!(round_trip, contacts_job(10));
+
+    definition["delete"] = json!("ignore");
+    let error = SyncJob::from_json(&definition.to_string()).unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Config);
+    assert!(error.to_string().contains("`delete`"), "{error}");
+
+    let mut source_typo: Value = serde_json::to_value(contacts_job(10)).unwrap();
+    source_typo["source"]["incremantal"] = json!("full");
+    let error = SyncJob::from_json(&source_typo.to_string()).unwrap_err();
+    assert!(error.to_string().contains("incremantal"), "{error}");
+}
+
+#[tokio::test]
+async fn propagating_deletes_without_identifiers_is_refused() {
+    let crm = StandIn::with_sample_data().await;
+    let (_, client) = connect(&crm).await;
+    let mut job = contacts_job(10);
+    job.mapping.mode = d365_connector::WriteMode::Insert;
+    job.mapping.identifiers.clear();
+
+    let error = job
+        .run(&client, &MemorySink::new(), RunOptions::default())
+        .await
+        .unwrap_err();
+
+    assert_eq!(error.kind(), ErrorKind::Config);
+    assert!(error.to_string().contains("no identifiers"), "{error}");
+}

@@ -14,6 +14,7 @@ use crate::mapping::{MappingSet, TargetFieldType};
 use crate::metadata::EntityMetadata;
 use crate::source::ReadMode;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// The Dynamics table the out-of-the-box job reads.
 pub const USER_SYNC_SOURCE: &str = "systemuser";
@@ -42,10 +43,15 @@ pub struct SyncJob {
     /// Set on the out-of-the-box job: its source and target are fixed, its mappings are not.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub built_in: bool,
+    /// Keys this format does not know; a job with any refuses to run, so a misspelt key
+    /// (`"delete"` for `"deletes"`) is never silently ignored.
+    #[serde(flatten, default, skip_serializing)]
+    unknown_keys: BTreeMap<String, serde_json::Value>,
 }
 
 /// The Dynamics side of a job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SourceSpec {
     /// The entity's logical name (`contact`).
     pub entity: String,
@@ -74,11 +80,13 @@ pub enum DeletePolicy {
 impl SyncJob {
     /// Reads a job from its JSON form, with a message that names the problem on bad input.
     pub fn from_json(json: &str) -> Result<Self> {
-        serde_json::from_str(json).map_err(|e| {
+        let job: Self = serde_json::from_str(json).map_err(|e| {
             Error::config(format!(
                 "the job definition is not valid ({e}); see the job file format in the README"
             ))
-        })
+        })?;
+        job.check()?;
+        Ok(job)
     }
 
     /// The out-of-the-box job of an authorized connection, `User Sync_<connection name>`:
@@ -122,6 +130,12 @@ impl SyncJob {
             return Ok(Vec::new());
         }
         let primary_id = metadata.primary_id_attribute();
+        if self.mapping.identifiers.is_empty() {
+            return Err(Error::config(format!(
+                "job `{}` propagates deletes but has no identifiers to find the target record by; map `{primary_id}` to an identifier field or set \"deletes\": \"ignore\"",
+                self.name
+            )));
+        }
         self.mapping
             .identifiers
             .iter()
@@ -147,6 +161,12 @@ impl SyncJob {
             return Err(Error::config(
                 "the job has no name; give it one admins recognise",
             ));
+        }
+        if let Some(key) = self.unknown_keys.keys().next() {
+            return Err(Error::config(format!(
+                "job `{}` has the key `{key}`, which the job format does not know; check its spelling against the job file format in the README",
+                self.name
+            )));
         }
         let target = self.mapping.target.object.as_str();
         if self.built_in && (self.source.entity != USER_SYNC_SOURCE || target != USER_SYNC_TARGET) {
