@@ -12,10 +12,9 @@
 
 use d365_connector::testkit::StandIn;
 use d365_connector::{
-    ChainOutcome, ClientSecret, Connection, DataverseClient, EntraApp, JobChain, MemorySink,
-    OAuthAuthorizer, RunOptions, SyncJob, SyncStatus, who_am_i,
+    ChainOptions, ChainOutcome, ClientSecret, Connection, DataverseClient, EntraApp, JobChain,
+    MemorySink, OAuthAuthorizer, RunOptions, SyncJob, SyncStatus, who_am_i,
 };
-use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -97,7 +96,7 @@ async fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
         SyncJob::from_json(ACCOUNTS_TO_COMPANY)?,
         SyncJob::from_json(CONTACTS_TO_PERSON)?,
     ])?;
-    let chain_report = chain.run(&client, &sink, &BTreeMap::new()).await;
+    let chain_report = chain.run(&client, &sink, &ChainOptions::default()).await;
     for outcome in &chain_report.outcomes {
         match outcome {
             ChainOutcome::Ran(report) => {

@@ -141,7 +141,7 @@ impl DataverseClient {
         let url = self.web_api_base.join(relative).map_err(|e| {
             Error::config(format!("`{relative}` is not a valid Web API path ({e})"))
         })?;
-        self.ensure_same_origin(&url, "request")?;
+        self.ensure_same_origin(&url, "request URL")?;
         Ok(url)
     }
 
@@ -169,14 +169,14 @@ impl DataverseClient {
     }
 
     /// Refuses a URL that would carry the bearer token to another origin.
-    fn ensure_same_origin(&self, url: &Url, what: &str) -> Result<()> {
+    pub(crate) fn ensure_same_origin(&self, url: &Url, what: &str) -> Result<()> {
         if self.connection.instance().is_same_origin(url) {
             return Ok(());
         }
         Err(Error::new(
             ErrorKind::Protocol,
             format!(
-                "refused to follow a {what} to `{}`, which is not the instance `{}`; the bearer token is only ever sent to the instance",
+                "refused to follow the {what} to `{}`, which is not the instance `{}`; the bearer token is only ever sent to the instance",
                 origin_of(url),
                 self.connection.instance().host()
             ),
@@ -279,7 +279,7 @@ fn header_string(headers: &HeaderMap, name: &str) -> Option<String> {
 }
 
 /// The wait a 429 or 503 asked for: `Retry-After` in seconds or as an HTTP date.
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = header_string(headers, "retry-after")?;
     let value = value.trim();
     if let Ok(seconds) = value.parse::<f64>() {

@@ -92,12 +92,13 @@ impl InstanceUrl {
         }
         let url = Url::parse(trimmed).map_err(|e| {
             Error::config(format!(
-                "`{trimmed}` is not a URL ({e}); give the URL of the Dynamics 365 environment, such as https://contoso.crm.dynamics.com"
+                "`{}` is not a URL ({e}); give the URL of the Dynamics 365 environment, such as https://contoso.crm.dynamics.com",
+                shown(trimmed)
             ))
         })?;
-        let host = url.host().ok_or_else(|| {
-            Error::config(format!("the instance URL `{trimmed}` has no host name"))
-        })?;
+        let host = url
+            .host()
+            .ok_or_else(|| Error::config("the instance URL has no host name"))?;
         match url.scheme() {
             "https" => {}
             "http" if is_loopback(&host) => {}
@@ -160,7 +161,8 @@ impl InstanceUrl {
     }
 }
 
-fn is_loopback(host: &Host<&str>) -> bool {
+/// Whether `host` is `localhost` or a loopback address.
+pub(crate) fn is_loopback(host: &Host<&str>) -> bool {
     match host {
         Host::Domain(name) => name.eq_ignore_ascii_case("localhost"),
         Host::Ipv4(ip) => ip.is_loopback(),
@@ -195,8 +197,10 @@ impl From<InstanceUrl> for String {
 
 /// A named link to exactly one Dynamics 365 instance, with the settings every request uses.
 ///
-/// Build one with [`Connection::builder`]. It is a serde type, so a host can store it as JSON.
+/// Build one with [`Connection::builder`]. It is a serde type, so a host can store it as JSON;
+/// reading it back runs the same validation as the builder.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "StoredConnection", into = "StoredConnection")]
 pub struct Connection {
     name: String,
     instance: InstanceUrl,
@@ -204,11 +208,51 @@ pub struct Connection {
     region: Option<String>,
     authority: Url,
     api_version: String,
+    request_timeout: Duration,
+    connect_timeout: Duration,
+    user_agent: String,
+}
+
+/// The stored (JSON) form of a [`Connection`]: only what the builder takes.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoredConnection {
+    name: String,
+    instance: String,
+    authority: String,
+    api_version: String,
     #[serde(with = "duration_secs")]
     request_timeout: Duration,
     #[serde(with = "duration_secs")]
     connect_timeout: Duration,
     user_agent: String,
+}
+
+impl TryFrom<StoredConnection> for Connection {
+    type Error = Error;
+    fn try_from(stored: StoredConnection) -> Result<Self> {
+        Connection::builder(stored.name, stored.instance)
+            .with_authority(stored.authority)
+            .with_api_version(stored.api_version)
+            .with_request_timeout(stored.request_timeout)
+            .with_connect_timeout(stored.connect_timeout)
+            .with_user_agent(stored.user_agent)
+            .build()
+    }
+}
+
+impl From<Connection> for StoredConnection {
+    fn from(connection: Connection) -> Self {
+        Self {
+            name: connection.name,
+            instance: connection.instance.into(),
+            authority: connection.authority.into(),
+            api_version: connection.api_version,
+            request_timeout: connection.request_timeout,
+            connect_timeout: connection.connect_timeout,
+            user_agent: connection.user_agent,
+        }
+    }
 }
 
 impl Connection {
@@ -376,20 +420,23 @@ impl ConnectionBuilder {
 /// Parses an authority base URL: https, or http on loopback; no query, user info or fragment.
 fn parse_authority(input: &str) -> Result<Url> {
     let url = Url::parse(input.trim()).map_err(|e| {
-        Error::config(format!("the authority `{input}` is not a URL ({e}); use a form such as https://login.microsoftonline.com"))
+        Error::config(format!(
+            "the authority `{}` is not a URL ({e}); use a form such as https://login.microsoftonline.com",
+            shown(input)
+        ))
     })?;
+    if !url.username().is_empty() || url.password().is_some() || url.query().is_some() {
+        return Err(Error::config(
+            "the authority must not contain user info or a query; use a form such as https://login.microsoftonline.com",
+        ));
+    }
     let host = url
         .host()
-        .ok_or_else(|| Error::config(format!("the authority `{input}` has no host name")))?;
+        .ok_or_else(|| Error::config("the authority has no host name"))?;
     let secure = url.scheme() == "https" || (url.scheme() == "http" && is_loopback(&host));
     if !secure {
         return Err(Error::config(format!(
-            "the authority `{input}` must use https:// (plain http is accepted on loopback hosts only)"
-        )));
-    }
-    if !url.username().is_empty() || url.password().is_some() || url.query().is_some() {
-        return Err(Error::config(format!(
-            "the authority `{input}` must not contain user info or a query"
+            "the authority on `{host}` must use https:// (plain http is accepted on loopback hosts only)"
         )));
     }
     let mut base = url;
@@ -399,6 +446,15 @@ fn parse_authority(input: &str) -> Result<Url> {
     }
     base.set_fragment(None);
     Ok(base)
+}
+
+/// `input` for an error message, or a placeholder when it may hold credentials (`user:pw@`).
+fn shown(input: &str) -> &str {
+    if input.contains('@') {
+        "(the given URL)"
+    } else {
+        input.trim()
+    }
 }
 
 /// Serializes a `Duration` as whole seconds (with fractions) for human-edited JSON.

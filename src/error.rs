@@ -31,8 +31,6 @@ pub enum ErrorKind {
     Sink,
     /// The change-tracking token is no longer valid: a full resync is required.
     ResyncRequired,
-    /// The operation was cancelled by the caller.
-    Cancelled,
 }
 
 /// The error returned by every fallible call of this crate.

@@ -35,8 +35,9 @@ pub use connection::{
 pub use error::{Error, ErrorKind, Result};
 pub use filter::{Filter, FilterValue};
 pub use job::{
-    CancelToken, ChainOutcome, ChainReport, DeletePolicy, JobChain, RunOptions, SourceSpec,
-    SyncCounts, SyncJob, SyncProgress, SyncReport, SyncStatus, USER_SYNC_SOURCE, USER_SYNC_TARGET,
+    CancelToken, ChainOptions, ChainOutcome, ChainReport, DeletePolicy, JobChain, RunOptions,
+    SourceSpec, SyncCounts, SyncJob, SyncProgress, SyncReport, SyncStatus, USER_SYNC_SOURCE,
+    USER_SYNC_TARGET,
 };
 pub use mapping::{
     DerivedLookup, FieldMapping, Literal, MAX_MATCH_FIELDS, MappingErrors, MappingSet,
@@ -51,7 +52,8 @@ pub use retry::{Clock, RetryPolicy, SystemClock, VirtualClock};
 pub use secret::{AccessToken, AuthorizationCode, ClientSecret, RefreshToken};
 pub use sink::{JsonLinesSink, MemorySink, Operation, RecordSink, WriteFailure, WriteResult};
 pub use source::{
-    Checkpoint, DEFAULT_PAGE_SIZE, EntitySource, Page, ReadMode, RecordChange, RecordDecoder,
+    Checkpoint, DEFAULT_PAGE_SIZE, EntitySource, MAX_PAGE_SIZE, Page, ReadMode, RecordChange,
+    RecordDecoder,
 };
 pub use url::Url;
 pub use value::{Field, Number, Record, Value};

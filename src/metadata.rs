@@ -126,27 +126,13 @@ impl AttributeType {
             .trim_start_matches('#')
             .trim_start_matches("Microsoft.Dynamics.CRM.")
             .trim_end_matches("AttributeMetadata");
+        // Cast classes are the `AttributeType` names, but for these.
         match class {
-            "Boolean" => AttributeType::Boolean,
-            "DateTime" => AttributeType::DateTime,
-            "Decimal" => AttributeType::Decimal,
-            "Double" => AttributeType::Double,
-            "Integer" => AttributeType::Integer,
-            "Lookup" => AttributeType::Lookup,
-            "Memo" => AttributeType::Memo,
-            "Money" => AttributeType::Money,
-            "Picklist" => AttributeType::Picklist,
-            "State" => AttributeType::State,
-            "Status" => AttributeType::Status,
-            "String" => AttributeType::String,
             "UniqueIdentifier" => AttributeType::Uniqueidentifier,
-            "BigInt" => AttributeType::BigInt,
-            "ManagedProperty" => AttributeType::ManagedProperty,
-            "EntityName" => AttributeType::EntityName,
             "MultiSelectPicklist" => AttributeType::MultiSelectPicklist,
             "Image" => AttributeType::Image,
             "File" => AttributeType::File,
-            other => AttributeType::Other(other.to_owned()),
+            other => Self::from_dataverse_name(other),
         }
     }
 

@@ -12,7 +12,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io::Write;
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 
 /// One write a job asks of the sink.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -117,7 +117,7 @@ impl MemorySink {
 
     /// Every record of `object`: inserted ones first, then those kept by identifier.
     pub fn records(&self, object: &str) -> Vec<TargetRecord> {
-        let objects = self.objects.lock().expect("sink lock");
+        let objects = self.objects.lock().unwrap_or_else(PoisonError::into_inner);
         objects
             .get(object)
             .map(|stored| {
@@ -133,13 +133,13 @@ impl MemorySink {
 
     /// The record of `object` whose identifiers equal `key`.
     pub fn get(&self, object: &str, key: &TargetRecord) -> Option<TargetRecord> {
-        let objects = self.objects.lock().expect("sink lock");
+        let objects = self.objects.lock().unwrap_or_else(PoisonError::into_inner);
         objects.get(object)?.by_key.get(&key_text(key)).cloned()
     }
 
     /// How many operations `object` has received in all (a record written twice counts twice).
     pub fn operation_count(&self, object: &str) -> usize {
-        let objects = self.objects.lock().expect("sink lock");
+        let objects = self.objects.lock().unwrap_or_else(PoisonError::into_inner);
         objects.get(object).map_or(0, |stored| stored.operations)
     }
 }
@@ -147,7 +147,7 @@ impl MemorySink {
 #[async_trait]
 impl RecordSink for MemorySink {
     async fn write(&self, object: &str, operations: &[Operation]) -> Result<Vec<WriteResult>> {
-        let mut objects = self.objects.lock().expect("sink lock");
+        let mut objects = self.objects.lock().unwrap_or_else(PoisonError::into_inner);
         let stored = objects.entry(object.to_owned()).or_default();
         stored.operations += operations.len();
         Ok(operations
@@ -197,7 +197,9 @@ impl<W: Write + Send> JsonLinesSink<W> {
 
     /// The writer back.
     pub fn into_inner(self) -> W {
-        self.writer.into_inner().expect("sink lock")
+        self.writer
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -222,7 +224,7 @@ fn sink_error(error: impl std::error::Error + Send + Sync + 'static) -> Error {
 #[async_trait]
 impl<W: Write + Send> RecordSink for JsonLinesSink<W> {
     async fn write(&self, object: &str, operations: &[Operation]) -> Result<Vec<WriteResult>> {
-        let mut writer = self.writer.lock().expect("sink lock");
+        let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         for operation in operations {
             serde_json::to_writer(&mut *writer, &Line { object, operation }).map_err(sink_error)?;
             writer.write_all(b"\n").map_err(sink_error)?;

@@ -600,6 +600,78 @@ async fn a_rotated_refresh_token_reaches_the_store_and_is_used_next() {
     );
 }
 
+/// A store whose first save fails (the host's database is briefly down).
+#[derive(Debug, Default)]
+struct FlakyStore {
+    inner: MemoryTokenStore,
+    failed_once: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl d365_connector::TokenStore for FlakyStore {
+    async fn load(&self) -> Result<Option<TokenSet>, d365_connector::StoreError> {
+        self.inner.load().await
+    }
+
+    async fn save(&self, tokens: &TokenSet) -> Result<(), d365_connector::StoreError> {
+        if !self
+            .failed_once
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err("the token database is unavailable".into());
+        }
+        self.inner.save(tokens).await
+    }
+
+    async fn clear(&self) -> Result<(), d365_connector::StoreError> {
+        self.inner.clear().await
+    }
+}
+
+#[tokio::test]
+async fn a_rotated_refresh_token_survives_a_failed_save_and_is_saved_next_time() {
+    let server = server().await;
+    mount_token(
+        &server,
+        ResponseTemplate::new(200).set_body_json(tokens_body(
+            "new-access",
+            Some("rt-2"),
+            json!(3599),
+        )),
+        1,
+    )
+    .await;
+    let store = Arc::new(FlakyStore {
+        inner: MemoryTokenStore::with_tokens(stored_tokens(-1, "rt-1")),
+        ..FlakyStore::default()
+    });
+    let authorizer =
+        OAuthAuthorizer::authorization_code(&connection(&server, INSTANCE), confidential_app())
+            .with_token_store(store.clone())
+            .build()
+            .unwrap();
+
+    let error = authorizer.access_token().await.unwrap_err();
+    assert!(error.to_string().contains("save"), "{error}");
+
+    // The next call saves the rotated set; it does not refresh again with the spent rt-1.
+    assert_eq!(
+        authorizer.access_token().await.unwrap().secret(),
+        "new-access"
+    );
+    assert_eq!(
+        store
+            .inner
+            .tokens()
+            .unwrap()
+            .refresh_token()
+            .unwrap()
+            .secret(),
+        "rt-2"
+    );
+    assert_eq!(token_forms(&server).await.len(), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 8)]
 async fn fifty_tasks_after_expiry_make_exactly_one_token_request() {
     let server = server().await;

@@ -188,6 +188,23 @@ fn a_connection_round_trips_through_json_and_revalidates() {
     let back: Connection = serde_json::from_str(&json).unwrap();
     assert_eq!(back, connection);
 
-    let tampered = json.replace("https://contoso", "http://contoso");
-    assert!(serde_json::from_str::<Connection>(&tampered).is_err());
+    let stored: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(stored["instance"], "https://contoso.crm4.dynamics.com/");
+    assert_eq!(stored["authority"], "https://login.microsoftonline.com/");
+    assert_eq!(stored["api_version"], "v9.2");
+
+    for (field, tampered) in [
+        ("instance", "http://contoso.crm4.dynamics.com"),
+        ("authority", "http://evil.example/x?y=1"),
+        ("api_version", "v9.2/../../../evil"),
+        ("name", " "),
+    ] {
+        let mut bad = stored.clone();
+        bad[field] = serde_json::Value::from(tampered);
+        let error = serde_json::from_value::<Connection>(bad).unwrap_err();
+        assert!(!error.to_string().is_empty(), "{field}");
+    }
+    let mut zero_timeout = stored.clone();
+    zero_timeout["request_timeout"] = serde_json::Value::from(0);
+    assert!(serde_json::from_value::<Connection>(zero_timeout).is_err());
 }

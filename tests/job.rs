@@ -5,13 +5,13 @@
 use async_trait::async_trait;
 use d365_connector::testkit::{Fault, StandIn};
 use d365_connector::{
-    CancelToken, ChainOutcome, Checkpoint, ClientSecret, Connection, DataverseClient, EntraApp,
-    ErrorKind, JobChain, MappingErrors, MemorySink, OAuthAuthorizer, Operation, RecordSink,
-    RetryPolicy, RunOptions, SyncJob, SyncProgress, SyncStatus, TargetRecord, TargetValue,
-    VirtualClock, WriteResult,
+    CancelToken, ChainOptions, ChainOutcome, Checkpoint, ClientSecret, Connection, DataverseClient,
+    EntraApp, ErrorKind, JobChain, MappingErrors, MemorySink, OAuthAuthorizer, Operation,
+    RecordSink, RetryPolicy, RunOptions, SyncJob, SyncProgress, SyncStatus, TargetRecord,
+    TargetValue, VirtualClock, WriteResult,
 };
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -334,7 +334,9 @@ async fn an_expired_delta_token_runs_a_full_resync_and_says_so() {
         .await
         .unwrap();
 
-    assert_eq!(second.status, SyncStatus::Success, "{second}");
+    assert_eq!(second.status, SyncStatus::PartialSuccess, "{second}");
+    assert!(second.failures.is_empty());
+    assert!(second.warnings[0].contains("deleted"), "{second}");
     assert!(second.full_resync);
     assert_eq!(second.counts.read as usize, crm.rows("contact").len());
     assert!(second.to_string().contains("full resync"));
@@ -538,7 +540,9 @@ async fn a_chain_whose_first_job_fails_does_not_run_its_dependent() {
         fail_from: 1,
     };
 
-    let report = chain.run(&client, &crashing, &BTreeMap::new()).await;
+    let report = chain
+        .run(&client, &crashing, &ChainOptions::default())
+        .await;
 
     match report.outcome("Accounts to Company").unwrap() {
         ChainOutcome::Ran(first) => assert_eq!(first.status, SyncStatus::Failed),
@@ -556,7 +560,7 @@ async fn a_chain_whose_first_job_fails_does_not_run_its_dependent() {
             .all(|r| !r.path().ends_with("/contacts"))
     );
 
-    let healthy = chain.run(&client, &store, &BTreeMap::new()).await;
+    let healthy = chain.run(&client, &store, &ChainOptions::default()).await;
     assert!(
         healthy.outcomes.iter().all(ChainOutcome::succeeded),
         "{healthy:?}"
@@ -606,4 +610,231 @@ async fn propagating_deletes_without_identifiers_is_refused() {
 
     assert_eq!(error.kind(), ErrorKind::Config);
     assert!(error.to_string().contains("no identifiers"), "{error}");
+}
+
+/// A sink that answers with the wrong number of results, or fails to flush.
+#[derive(Debug)]
+enum BrokenSink {
+    ExtraResult,
+    MissingResult,
+    FlushFails(MemorySink),
+}
+
+#[async_trait]
+impl RecordSink for BrokenSink {
+    async fn write(
+        &self,
+        object: &str,
+        operations: &[Operation],
+    ) -> d365_connector::Result<Vec<WriteResult>> {
+        let mut results = vec![Ok(()); operations.len()];
+        match self {
+            BrokenSink::ExtraResult => results.push(Ok(())),
+            BrokenSink::MissingResult => {
+                results.pop();
+            }
+            BrokenSink::FlushFails(inner) => return inner.write(object, operations).await,
+        }
+        Ok(results)
+    }
+
+    async fn flush(&self) -> d365_connector::Result<()> {
+        match self {
+            BrokenSink::FlushFails(_) => Err(d365_connector::Error::new(
+                ErrorKind::Sink,
+                "the disk is full",
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_sink_answering_the_wrong_number_of_results_or_failing_to_flush_fails_the_batch() {
+    let crm = StandIn::with_sample_data().await;
+    let (_, client) = connect(&crm).await;
+    for sink in [
+        BrokenSink::ExtraResult,
+        BrokenSink::MissingResult,
+        BrokenSink::FlushFails(MemorySink::new()),
+    ] {
+        let report = contacts_job(10)
+            .run(&client, &sink, RunOptions::default())
+            .await
+            .unwrap();
+
+        assert_eq!(report.status, SyncStatus::Failed, "{sink:?}");
+        assert!(
+            report.checkpoint.is_none(),
+            "{sink:?}: nothing durable, nothing to skip"
+        );
+        assert_eq!(report.counts.read, 0, "{sink:?}");
+        assert_eq!(report.counts.upserted, 0, "{sink:?}");
+        let error = report.error.unwrap();
+        assert!(
+            error.contains("exactly one result per operation") || error.contains("disk is full"),
+            "{error}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn progress_carries_a_checkpoint_after_every_accepted_batch() {
+    let crm = StandIn::with_sample_data().await;
+    let (_, client) = connect(&crm).await;
+    let sink = MemorySink::new();
+    let seen = std::sync::Mutex::new(Vec::new());
+    let on_progress = |progress: &SyncProgress| seen.lock().unwrap().push(progress.clone());
+
+    let report = contacts_job(10)
+        .run(
+            &client,
+            &sink,
+            RunOptions {
+                progress: Some(&on_progress),
+                ..RunOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+
+    let seen = seen.into_inner().unwrap();
+    assert_eq!(seen.len(), 3);
+    assert_eq!(
+        seen.iter().map(|p| p.counts.upserted).collect::<Vec<_>>(),
+        [10, 20, 25]
+    );
+    assert!(seen[0].checkpoint.next_link().is_some());
+    assert_eq!(Some(&seen[2].checkpoint), report.checkpoint.as_ref());
+}
+
+#[test]
+fn a_page_size_dataverse_cannot_serve_is_refused() {
+    let mut definition = serde_json::to_value(contacts_job(10)).unwrap();
+    definition["source"]["page_size"] = json!(0);
+    let error = SyncJob::from_json(&definition.to_string()).unwrap_err();
+    assert!(error.to_string().contains("1 to 5000"), "{error}");
+}
+
+/// Finds Company ids in the memory sink by their `DynamicsId`, as a host would in its store.
+#[derive(Debug)]
+struct CompaniesInSink<'a>(&'a MemorySink);
+
+#[async_trait]
+impl d365_connector::TargetLookup for CompaniesInSink<'_> {
+    async fn find_ids(
+        &self,
+        object: &str,
+        criteria: &TargetRecord,
+    ) -> Result<Vec<String>, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(self
+            .0
+            .records(object)
+            .iter()
+            .filter(|record| {
+                criteria
+                    .iter()
+                    .all(|(field, value)| record.get(field) == Some(value))
+            })
+            .map(|record| {
+                format!(
+                    "company-{}",
+                    record
+                        .get("DynamicsId")
+                        .and_then(TargetValue::as_str)
+                        .unwrap_or_default()
+                )
+            })
+            .collect())
+    }
+}
+
+#[tokio::test]
+async fn a_chain_hands_the_lookup_to_derived_mappings_of_dependent_jobs() {
+    let crm = StandIn::with_sample_data().await;
+    let (_, client) = connect(&crm).await;
+    let companies = SyncJob::from_json(
+        &json!({
+            "name": "Company",
+            "source": { "entity": "account" },
+            "target": { "object": "Company", "fields": { "DynamicsId": "id", "Name": "string" } },
+            "mode": "upsert",
+            "identifiers": ["DynamicsId"],
+            "mappings": [
+                { "source": "accountid", "target": "DynamicsId" },
+                { "source": "name", "target": "Name" }
+            ]
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let people = SyncJob::from_json(
+        &json!({
+            "name": "Company Person",
+            "depends_on": "Company",
+            "source": { "entity": "contact", "filter": "_parentcustomerid_value ne null" },
+            "target": { "object": "Person", "fields": { "ExternalId": "id", "CompanyId": "id" } },
+            "mode": "upsert",
+            "identifiers": ["ExternalId"],
+            "mappings": [
+                { "source": "contactid", "target": "ExternalId" },
+                { "target": "CompanyId",
+                  "lookup": { "object": "Company", "match": { "DynamicsId": "parentcustomerid" } } }
+            ]
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let chain = JobChain::new(vec![companies, people]).unwrap();
+    let sink = MemorySink::new();
+    let lookup = CompaniesInSink(&sink);
+
+    let report = chain
+        .run(
+            &client,
+            &sink,
+            &ChainOptions {
+                lookup: Some(&lookup),
+                ..ChainOptions::default()
+            },
+        )
+        .await;
+
+    let ChainOutcome::Ran(people) = report.outcome("Company Person").unwrap() else {
+        panic!("{report:?}");
+    };
+    let account_ids: HashSet<Value> = crm
+        .rows("account")
+        .into_iter()
+        .map(|row| row["accountid"].clone())
+        .collect();
+    let rows: Vec<Value> = crm
+        .rows("contact")
+        .into_iter()
+        .filter(|row| !row["_parentcustomerid_value"].is_null())
+        .collect();
+    assert_eq!(people.status, SyncStatus::Success, "{people}");
+    assert_eq!(people.counts.upserted as usize, rows.len(), "{people}");
+    let mut at_contacts = 0;
+    for row in &rows {
+        let person = sink
+            .get("Person", &key(row["contactid"].as_str().unwrap()))
+            .unwrap();
+        let customer = &row["_parentcustomerid_value"];
+        if account_ids.contains(customer) {
+            let company = format!("company-{}", customer.as_str().unwrap());
+            assert_eq!(
+                person.get("CompanyId").and_then(TargetValue::as_str),
+                Some(company.as_str())
+            );
+        } else {
+            // The customer is a contact: no Company matches, so the field stays empty.
+            at_contacts += 1;
+            assert_eq!(person.get("CompanyId"), Some(&TargetValue::Null));
+        }
+    }
+    assert!(
+        at_contacts > 0,
+        "the sample has contacts whose customer is a contact"
+    );
 }

@@ -1,10 +1,11 @@
 //! The Entra ID side of a connection: the tenant and the app registration.
 
+use crate::connection::is_loopback;
 use crate::error::{Error, Result};
 use crate::secret::ClientSecret;
 use serde::{Deserialize, Serialize};
 use std::fmt;
-use url::{Host, Url};
+use url::Url;
 
 /// A validated Entra ID tenant: a GUID, a verified domain (`contoso.onmicrosoft.com`),
 /// `organizations` or `common`.
@@ -249,12 +250,7 @@ fn parse_redirect_uri(input: &str) -> Result<Url> {
             "the redirect URI `{input}` is not a URL ({e}); give the redirect URI registered on the app, such as http://localhost:8400/callback"
         ))
     })?;
-    let loopback = match url.host() {
-        Some(Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
-        Some(Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    };
+    let loopback = url.host().is_some_and(|host| is_loopback(&host));
     if url.scheme() == "http" && !loopback {
         return Err(Error::config(format!(
             "the redirect URI `{input}` uses http:// on a host that is not loopback; Entra ID needs https:// (plain http is accepted on localhost only)"

@@ -253,11 +253,7 @@ fn error_from_response(
     body: &[u8],
     form: &TokenForm,
 ) -> Error {
-    let retry_after = headers
-        .get(header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
+    let retry_after = crate::client::retry_after(headers);
     if status.is_redirection() {
         return Error::new(
             ErrorKind::Protocol,

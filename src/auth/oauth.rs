@@ -246,10 +246,12 @@ impl OAuthAuthorizer {
         match self.fetch(&state).await {
             Ok(tokens) => {
                 let token = tokens.access_token().clone();
+                // Keep the new set before saving: Entra may have rotated the refresh token,
+                // and a failed save is retried with this set, never the old one.
+                state.tokens = Some(tokens.clone());
                 if inner.flow == Flow::AuthorizationCode {
                     self.save(&mut state, &tokens).await?;
                 }
-                state.tokens = Some(tokens);
                 Ok(token)
             }
             // A refresh ahead of expiry that failed for a passing reason keeps the current,
@@ -358,8 +360,8 @@ impl OAuthAuthorizer {
         if let Some(tokens) = stored {
             tokens.ensure_instance(&self.inner.instance)?;
             state.tokens = Some(tokens);
-            state.loaded = true;
         }
+        state.loaded = true;
         Ok(())
     }
 

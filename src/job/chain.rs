@@ -1,13 +1,15 @@
 //! Job chains: jobs run in order, each after the one it depends on has succeeded.
 
 use super::report::{SyncReport, SyncStatus};
-use super::{RunOptions, SyncJob};
+use super::{CancelToken, RunOptions, SyncJob, SyncProgress};
 use crate::client::DataverseClient;
 use crate::error::{Error, Result};
+use crate::mapping::TargetLookup;
 use crate::sink::RecordSink;
 use crate::source::Checkpoint;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
+use std::fmt;
 
 /// An ordered list of jobs. A job may name one dependency (`depends_on`), an earlier job of the
 /// chain that must succeed first (Company before Company Person).
@@ -46,36 +48,48 @@ impl JobChain {
     }
 
     /// Runs every job in order against `client` and `sink`, each resuming from its entry in
-    /// `checkpoints` (by job name). A job whose dependency did not succeed (a failed, cancelled
-    /// or not-run job) is not run, and says why.
+    /// `options.checkpoints` (by job name). A job whose dependency did not succeed (a failed,
+    /// cancelled, refused or not-run job) is not run, and says why; once the cancel token is
+    /// cancelled, no further job starts.
     pub async fn run(
         &self,
         client: &DataverseClient,
         sink: &dyn RecordSink,
-        checkpoints: &BTreeMap<String, Checkpoint>,
+        options: &ChainOptions<'_>,
     ) -> ChainReport {
         let mut outcomes: Vec<ChainOutcome> = Vec::with_capacity(self.jobs.len());
         for job in &self.jobs {
-            let blocked_by = job.depends_on.as_deref().and_then(|dependency| {
-                let outcome = outcomes.iter().find(|o| o.job() == dependency)?;
-                (!outcome.succeeded()).then(|| {
-                    format!(
-                        "not run: it depends on `{dependency}`, which {}",
-                        outcome.describe()
-                    )
+            let cancelled = options
+                .cancel
+                .as_ref()
+                .is_some_and(CancelToken::is_cancelled);
+            let blocked_by = if cancelled {
+                Some("not run: the chain was cancelled".to_owned())
+            } else {
+                job.depends_on.as_deref().and_then(|dependency| {
+                    let outcome = outcomes.iter().find(|o| o.job() == dependency)?;
+                    (!outcome.succeeded()).then(|| {
+                        format!(
+                            "not run: it depends on `{dependency}`, which {}",
+                            outcome.describe()
+                        )
+                    })
                 })
-            });
+            };
             let outcome = match blocked_by {
                 Some(reason) => ChainOutcome::NotRun {
                     job: job.name.clone(),
                     reason,
                 },
                 None => {
-                    let options = RunOptions {
-                        checkpoint: checkpoints.get(&job.name).cloned(),
-                        ..RunOptions::default()
+                    let run_options = RunOptions {
+                        checkpoint: options.checkpoints.get(&job.name).cloned(),
+                        metadata: None,
+                        lookup: options.lookup,
+                        progress: options.progress,
+                        cancel: options.cancel.clone(),
                     };
-                    match job.run(client, sink, options).await {
+                    match job.run(client, sink, run_options).await {
                         Ok(report) => ChainOutcome::Ran(Box::new(report)),
                         Err(error) => ChainOutcome::Refused {
                             job: job.name.clone(),
@@ -87,6 +101,30 @@ impl JobChain {
             outcomes.push(outcome);
         }
         ChainReport { outcomes }
+    }
+}
+
+/// How a chain runs: each job's checkpoint, and what every job of the chain shares.
+#[derive(Default)]
+pub struct ChainOptions<'a> {
+    /// The checkpoint of each job, by job name (from the previous chain report).
+    pub checkpoints: BTreeMap<String, Checkpoint>,
+    /// Finds target ids for derived mappings (Company Person finding its Company).
+    pub lookup: Option<&'a dyn TargetLookup>,
+    /// Called after every batch any job's sink accepted.
+    pub progress: Option<&'a (dyn Fn(&SyncProgress) + Send + Sync)>,
+    /// Stops the running job after its current batch and starts no further job.
+    pub cancel: Option<CancelToken>,
+}
+
+impl fmt::Debug for ChainOptions<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChainOptions")
+            .field("checkpoints", &self.checkpoints.keys().collect::<Vec<_>>())
+            .field("lookup", &self.lookup.is_some())
+            .field("progress", &self.progress.is_some())
+            .field("cancel", &self.cancel)
+            .finish()
     }
 }
 

@@ -4,7 +4,7 @@ mod chain;
 mod report;
 mod run;
 
-pub use chain::{ChainOutcome, ChainReport, JobChain};
+pub use chain::{ChainOptions, ChainOutcome, ChainReport, JobChain};
 pub use report::{SyncCounts, SyncReport, SyncStatus};
 pub use run::{CancelToken, RunOptions, SyncProgress};
 
@@ -12,7 +12,7 @@ use crate::connection::Connection;
 use crate::error::{Error, Result};
 use crate::mapping::{MappingSet, TargetFieldType};
 use crate::metadata::EntityMetadata;
-use crate::source::ReadMode;
+use crate::source::{MAX_PAGE_SIZE, ReadMode};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -167,6 +167,14 @@ impl SyncJob {
                 "job `{}` has the key `{key}`, which the job format does not know; check its spelling against the job file format in the README",
                 self.name
             )));
+        }
+        if let Some(size) = self.source.page_size {
+            if !(1..=MAX_PAGE_SIZE).contains(&size) {
+                return Err(Error::config(format!(
+                    "job `{}` asks for pages of {size} records; Dataverse serves 1 to {MAX_PAGE_SIZE}",
+                    self.name
+                )));
+            }
         }
         let target = self.mapping.target.object.as_str();
         if self.built_in && (self.source.entity != USER_SYNC_SOURCE || target != USER_SYNC_TARGET) {

@@ -13,7 +13,8 @@ use std::io::Write;
 pub enum SyncStatus {
     /// Every record read was written or skipped by a rule.
     Success,
-    /// The run finished, but some records failed (see [`SyncReport::failures`]).
+    /// The run finished, but some records failed (see [`SyncReport::failures`]) or something
+    /// needs the host's attention (see [`SyncReport::warnings`]).
     PartialSuccess,
     /// The run stopped on an error (see [`SyncReport::error`]); its checkpoint resumes the work.
     Failed,
@@ -58,6 +59,10 @@ pub struct SyncReport {
     pub failures: Vec<RecordFailure>,
     /// Whether Dynamics required a full resync (expired change-tracking token) and one was run.
     pub full_resync: bool,
+    /// Things the host should know that are not record failures (a resync that cannot see
+    /// deletions, for example).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     /// The error that stopped a failed run.
     pub error: Option<String>,
     /// Where the next run resumes; store it and pass it back. `None` if nothing was accepted
@@ -118,6 +123,9 @@ impl fmt::Display for SyncReport {
         )?;
         if self.full_resync {
             write!(f, "\n  a full resync was required and run")?;
+        }
+        for warning in &self.warnings {
+            write!(f, "\n  warning: {warning}")?;
         }
         if let Some(error) = &self.error {
             write!(f, "\n  error: {error}")?;

@@ -3,14 +3,14 @@
 use super::report::{SyncCounts, SyncReport, SyncStatus};
 use super::{DeletePolicy, SyncJob};
 use crate::client::DataverseClient;
-use crate::error::{ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::filter::Filter;
 use crate::mapping::{
     RecordFailure, RecordFailureKind, TargetFieldType, TargetLookup, TargetRecord, TargetValue,
     ValidatedMapping, WriteMode,
 };
 use crate::metadata::{EntityMetadata, MetadataOptions};
-use crate::sink::{Operation, RecordSink};
+use crate::sink::{Operation, RecordSink, WriteResult};
 use crate::source::{Checkpoint, EntitySource, Page, RecordChange};
 use chrono::Utc;
 use futures::StreamExt;
@@ -48,6 +48,9 @@ pub struct SyncProgress {
     pub pages: u32,
     /// Counts so far.
     pub counts: SyncCounts,
+    /// Where the run stands: every batch up to here is written and flushed, so a host may
+    /// store it now to resume from after a crash.
+    pub checkpoint: Checkpoint,
 }
 
 /// How one run starts and what it reports to.
@@ -97,6 +100,14 @@ impl SyncJob {
     ) -> Result<SyncReport> {
         self.check()?;
         let metadata = match options.metadata.clone() {
+            Some(metadata) if metadata.logical_name() != self.source.entity => {
+                return Err(Error::config(format!(
+                    "the metadata given for job `{}` describes `{}`, not its source entity `{}`",
+                    self.name,
+                    metadata.logical_name(),
+                    self.source.entity
+                )));
+            }
             Some(metadata) => metadata,
             None => Arc::new(
                 EntityMetadata::fetch(client, &self.source.entity, &MetadataOptions::default())
@@ -127,13 +138,19 @@ impl SyncJob {
                 ending = run.read_all(client, &metadata, None).await;
             }
         }
-        if let Err(error) = sink.flush().await {
-            ending = ending.and(Err(error));
+        let mut warnings = Vec::new();
+        if run.full_resync && self.deletes == DeletePolicy::Propagate {
+            warnings.push(
+                "Dynamics required a full resync, which cannot see records deleted while the change-tracking token was stale; compare the target's records with this run's to remove them"
+                    .to_owned(),
+            );
         }
         let status = match &ending {
             Err(_) => SyncStatus::Failed,
             Ok(Ending::Cancelled) => SyncStatus::Cancelled,
-            Ok(Ending::Finished) if run.failures.is_empty() => SyncStatus::Success,
+            Ok(Ending::Finished) if run.failures.is_empty() && warnings.is_empty() => {
+                SyncStatus::Success
+            }
             Ok(Ending::Finished) => SyncStatus::PartialSuccess,
         };
         Ok(SyncReport {
@@ -144,6 +161,7 @@ impl SyncJob {
             counts: run.counts,
             failures: run.failures,
             full_resync: run.full_resync,
+            warnings,
             error: ending.err().map(|e| e.to_string()),
             checkpoint: run.checkpoint,
         })
@@ -184,20 +202,17 @@ impl Run<'_> {
         let mut next = pages.next().await;
         while let Some(page) = next {
             let page = page?;
-            let operations = self.operations(&page).await;
-            let (fetched, written) = futures::join!(
-                pages.next(),
-                self.sink
-                    .write(&self.job.mapping.target.object, &operations.operations)
-            );
-            self.record_results(&operations, written?);
+            let batch = self.batch(&page).await;
+            let (fetched, written) = futures::join!(pages.next(), self.write(&batch));
+            self.accept(batch, written?);
             self.pages += 1;
             self.checkpoint = Some(page.checkpoint);
-            if let Some(progress) = self.options.progress {
+            if let (Some(progress), Some(checkpoint)) = (self.options.progress, &self.checkpoint) {
                 progress(&SyncProgress {
                     job: self.job.name.clone(),
                     pages: self.pages,
                     counts: self.counts,
+                    checkpoint: checkpoint.clone(),
                 });
             }
             if self
@@ -237,36 +252,37 @@ impl Run<'_> {
         source
     }
 
-    /// Converts one page into sink operations; records that cannot be converted fail here.
-    async fn operations(&mut self, page: &Page) -> Batch {
-        let mut batch = Batch::default();
+    /// Converts one page into sink operations; records that cannot be converted become
+    /// failures of the batch, deletions under `deletes: ignore` are skipped.
+    async fn batch(&self, page: &Page) -> Batch {
+        let mut batch = Batch {
+            read: page.changes.len() as u64,
+            ..Batch::default()
+        };
         for change in &page.changes {
-            self.counts.read += 1;
             match change {
                 RecordChange::Upsert(record) => {
                     match self.mapping.convert(record, self.options.lookup).await {
                         Ok(target) => {
                             let key = self.mapping.identifier_key(&target);
-                            batch.push(
-                                record.id(),
-                                match self.job.mapping.mode {
-                                    WriteMode::Insert => Operation::Insert { record: target },
-                                    WriteMode::Update => Operation::Update {
-                                        key,
-                                        record: target,
-                                    },
-                                    WriteMode::Upsert => Operation::Upsert {
-                                        key,
-                                        record: target,
-                                    },
+                            let operation = match self.job.mapping.mode {
+                                WriteMode::Insert => Operation::Insert { record: target },
+                                WriteMode::Update => Operation::Update {
+                                    key,
+                                    record: target,
                                 },
-                            );
+                                WriteMode::Upsert => Operation::Upsert {
+                                    key,
+                                    record: target,
+                                },
+                            };
+                            batch.push(record.id(), operation);
                         }
-                        Err(failure) => self.fail(failure),
+                        Err(failure) => batch.failures.push(failure),
                     }
                 }
                 RecordChange::Delete { id } => match self.job.deletes {
-                    DeletePolicy::Ignore => self.counts.skipped += 1,
+                    DeletePolicy::Ignore => batch.skipped += 1,
                     DeletePolicy::Propagate => {
                         let key = self.key_of_deleted(id);
                         batch.push(id, Operation::Delete { key });
@@ -277,22 +293,44 @@ impl Run<'_> {
         batch
     }
 
-    /// Counts what the sink answered for each operation of the batch.
-    fn record_results(&mut self, batch: &Batch, results: Vec<crate::sink::WriteResult>) {
-        let mut results = results.into_iter();
-        for (record_id, operation) in batch.record_ids.iter().zip(&batch.operations) {
-            match results.next() {
-                Some(Ok(())) => match operation {
+    /// Writes a batch and makes it durable; the answer has one result per operation.
+    async fn write(&self, batch: &Batch) -> Result<Vec<WriteResult>> {
+        let results = self
+            .sink
+            .write(&self.job.mapping.target.object, &batch.operations)
+            .await?;
+        if results.len() != batch.operations.len() {
+            return Err(Error::new(
+                ErrorKind::Sink,
+                format!(
+                    "the sink answered {} results for {} operations; a RecordSink must answer exactly one result per operation, in order",
+                    results.len(),
+                    batch.operations.len()
+                ),
+            ));
+        }
+        self.sink.flush().await?;
+        Ok(results)
+    }
+
+    /// Counts a batch the sink accepted: what was written, skipped and failed.
+    fn accept(&mut self, batch: Batch, results: Vec<WriteResult>) {
+        self.counts.read += batch.read;
+        self.counts.skipped += batch.skipped;
+        for failure in batch.failures {
+            self.fail(failure);
+        }
+        for ((record_id, operation), result) in
+            batch.record_ids.iter().zip(&batch.operations).zip(results)
+        {
+            match result {
+                Ok(()) => match operation {
                     Operation::Insert { .. } => self.counts.inserted += 1,
                     Operation::Update { .. } => self.counts.updated += 1,
                     Operation::Upsert { .. } => self.counts.upserted += 1,
                     Operation::Delete { .. } => self.counts.deleted += 1,
                 },
-                Some(Err(failure)) => self.fail(write_failure(record_id, failure.reason)),
-                None => self.fail(write_failure(
-                    record_id,
-                    "the sink gave no result for this record; treat it as not written".to_owned(),
-                )),
+                Err(failure) => self.fail(write_failure(record_id, failure.reason)),
             }
         }
     }
@@ -327,11 +365,15 @@ fn write_failure(record_id: &str, reason: String) -> RecordFailure {
     }
 }
 
-/// The operations of one page, each with the Dynamics id it came from.
+/// One page made ready for the sink: the operations, each with the Dynamics id it came from,
+/// and what the page's other records became.
 #[derive(Default)]
 struct Batch {
     operations: Vec<Operation>,
     record_ids: Vec<String>,
+    failures: Vec<RecordFailure>,
+    skipped: u64,
+    read: u64,
 }
 
 impl Batch {

@@ -19,7 +19,6 @@ const NOT_TRACKED: &str = "0x80072491";
 
 /// A read in progress. Holds no page: each call of [`Reader::next_page`] fetches, decodes and
 /// hands over one.
-#[derive(Debug)]
 pub(super) struct Reader {
     client: DataverseClient,
     decoder: RecordDecoder,
@@ -34,6 +33,17 @@ pub(super) struct Reader {
     since: Option<Watermark>,
     /// `modified_on`: the watermark reached so far.
     reached: Option<Watermark>,
+}
+
+impl std::fmt::Debug for Reader {
+    /// Leaves out the next link's query, which holds the paging or delta token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reader")
+            .field("base", &self.base)
+            .field("next", &self.next.as_ref().map(Url::path))
+            .field("pages", &self.pages)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Reader {
@@ -147,16 +157,7 @@ impl Reader {
                 format!("the {what} is not an absolute URL ({e})"),
             )
         })?;
-        if !self.client.connection().instance().is_same_origin(&url) {
-            return Err(Error::new(
-                ErrorKind::Protocol,
-                format!(
-                    "refused to follow the {what} to `{}`, which is not the instance `{}`; the bearer token is only ever sent to the instance",
-                    url.origin().ascii_serialization(),
-                    self.client.connection().instance().host()
-                ),
-            ));
-        }
+        self.client.ensure_same_origin(&url, what)?;
         Ok(url)
     }
 

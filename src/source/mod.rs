@@ -20,9 +20,10 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use url::Url;
 
-/// The page size asked for with `Prefer: odata.maxpagesize` unless set otherwise (also the
-/// largest Dataverse allows).
-pub const DEFAULT_PAGE_SIZE: u32 = 5000;
+/// The largest page Dataverse serves (`Prefer: odata.maxpagesize`).
+pub const MAX_PAGE_SIZE: u32 = 5000;
+/// The page size asked for unless set otherwise: the largest.
+pub const DEFAULT_PAGE_SIZE: u32 = MAX_PAGE_SIZE;
 
 /// The column the `modified_on` watermark reads.
 const MODIFIED_ON: &str = "modifiedon";
@@ -228,9 +229,9 @@ impl EntitySource {
                 metadata.logical_name()
             )));
         }
-        if !(1..=DEFAULT_PAGE_SIZE).contains(&self.page_size) {
+        if !(1..=MAX_PAGE_SIZE).contains(&self.page_size) {
             return Err(Error::config(format!(
-                "the page size {} is out of range; Dataverse pages hold 1 to 5000 records",
+                "the page size {} is out of range; Dataverse pages hold 1 to {MAX_PAGE_SIZE} records",
                 self.page_size
             )));
         }

@@ -415,14 +415,14 @@ fn collection(
             .as_ref()
             .and_then(|last| rows.iter().position(|r| &r.id == last))
             .map(|p| p + 1)
-            .unwrap_or_else(|| c.page.saturating_sub(1) * size),
+            .unwrap_or_else(|| c.page.saturating_sub(1).saturating_mul(size)),
     };
     let page_number = cookie.as_ref().map_or(1, |c| c.page);
     let snapshot = cookie
         .as_ref()
         .and_then(|c| c.version)
         .unwrap_or(state.version);
-    let end = (start + size).min(rows.len());
+    let end = start.saturating_add(size).min(rows.len());
     let page = &rows[start.min(end)..end];
 
     let items: Vec<Obj> = page
@@ -436,7 +436,7 @@ fn collection(
             page.last().expect("non-empty"),
         );
         let token = Cookie::encode(
-            page_number + 1,
+            page_number.saturating_add(1),
             &def.primary_id,
             &first.id,
             &last.id,
@@ -601,7 +601,7 @@ fn delta(state: &State, table: &Table, query: &Query, prefs: &Prefs) -> Result<R
     let mut trailer = Vec::new();
     if all.len() > page.len() {
         let ((phase, version), _) = page.last().expect("non-empty");
-        let page_number = cookie.as_ref().map_or(1, |c| c.page) + 1;
+        let page_number = cookie.as_ref().map_or(1, |c| c.page).saturating_add(1);
         let inner_last = format!("{phase}:{version}");
         let token = Cookie::encode(
             page_number,
