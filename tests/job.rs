@@ -838,3 +838,60 @@ async fn a_chain_hands_the_lookup_to_derived_mappings_of_dependent_jobs() {
         "the sample has contacts whose customer is a contact"
     );
 }
+
+/// A sink whose first write waits until the stand-in has been asked for the next page.
+#[derive(Debug)]
+struct WaitsForPrefetch<'a> {
+    crm: &'a StandIn,
+    inner: MemorySink,
+    saw_prefetch: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait]
+impl RecordSink for WaitsForPrefetch<'_> {
+    async fn write(
+        &self,
+        object: &str,
+        operations: &[Operation],
+    ) -> d365_connector::Result<Vec<WriteResult>> {
+        if self.inner.operation_count(object) == 0 {
+            let page_requests = || {
+                self.crm
+                    .api_requests()
+                    .iter()
+                    .filter(|r| r.path().ends_with("/contacts"))
+                    .count()
+            };
+            for _ in 0..500 {
+                if page_requests() >= 2 {
+                    self.saw_prefetch.store(true, Ordering::SeqCst);
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+        self.inner.write(object, operations).await
+    }
+}
+
+#[tokio::test]
+async fn the_next_page_is_fetched_while_the_current_one_is_written() {
+    let crm = StandIn::with_sample_data().await;
+    let (_, client) = connect(&crm).await;
+    let sink = WaitsForPrefetch {
+        crm: &crm,
+        inner: MemorySink::new(),
+        saw_prefetch: Default::default(),
+    };
+
+    let report = contacts_job(10)
+        .run(&client, &sink, RunOptions::default())
+        .await
+        .unwrap();
+
+    assert_eq!(report.status, SyncStatus::Success, "{report}");
+    assert!(
+        sink.saw_prefetch.load(Ordering::SeqCst),
+        "page 2 was not requested while page 1 was being written"
+    );
+}
