@@ -50,7 +50,9 @@ pub use metadata::{
 };
 pub use retry::{Clock, RetryPolicy, SystemClock, VirtualClock};
 pub use secret::{AccessToken, AuthorizationCode, ClientSecret, RefreshToken};
-pub use sink::{JsonLinesSink, MemorySink, Operation, RecordSink, WriteFailure, WriteResult};
+pub use sink::{
+    JsonLinesSink, KeySet, MemorySink, Operation, RecordSink, WriteFailure, WriteResult,
+};
 pub use source::{
     Checkpoint, DEFAULT_PAGE_SIZE, EntitySource, MAX_PAGE_SIZE, Page, ReadMode, RecordChange,
     RecordDecoder,

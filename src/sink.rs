@@ -9,7 +9,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::mapping::TargetRecord;
 use async_trait::async_trait;
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::io::Write;
 use std::sync::{Mutex, PoisonError};
@@ -88,6 +88,48 @@ pub trait RecordSink: Send + Sync + fmt::Debug {
     /// Makes everything written so far durable. Called before a job hands back its checkpoint.
     async fn flush(&self) -> Result<()> {
         Ok(())
+    }
+
+    /// Deletes the records of `object` whose identifiers are not in `keep`, and says how many
+    /// it deleted; `None` when this sink cannot enumerate its records (the default).
+    ///
+    /// A job calls it after a full resync forced by an expired change-tracking token, with the
+    /// keys of every record the resync read: records missing from it were deleted in Dynamics
+    /// while the token was stale.
+    async fn delete_missing(&self, object: &str, keep: &KeySet) -> Result<Option<u64>> {
+        let _ = (object, keep);
+        Ok(None)
+    }
+}
+
+/// A set of identifier keys: the records that still exist in Dynamics after a full resync.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeySet(HashSet<String>);
+
+impl KeySet {
+    /// An empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `key`.
+    pub fn insert(&mut self, key: &TargetRecord) {
+        self.0.insert(key_text(key));
+    }
+
+    /// Whether `key` is in the set.
+    pub fn contains(&self, key: &TargetRecord) -> bool {
+        self.0.contains(&key_text(key))
+    }
+
+    /// How many keys the set holds.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 
@@ -178,6 +220,16 @@ impl RecordSink for MemorySink {
             })
             .collect())
     }
+
+    async fn delete_missing(&self, object: &str, keep: &KeySet) -> Result<Option<u64>> {
+        let mut objects = self.objects.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(stored) = objects.get_mut(object) else {
+            return Ok(Some(0));
+        };
+        let before = stored.by_key.len();
+        stored.by_key.retain(|key, _| keep.0.contains(key));
+        Ok(Some((before - stored.by_key.len()) as u64))
+    }
 }
 
 /// A sink that writes each operation as one JSON line to a writer:
@@ -209,12 +261,32 @@ impl<W> fmt::Debug for JsonLinesSink<W> {
     }
 }
 
-/// One JSON line: the operation with the object's name.
-#[derive(Serialize)]
+/// One JSON line: `op`, `object`, then the operation's `key` and `record`.
 struct Line<'a> {
     object: &'a str,
-    #[serde(flatten)]
     operation: &'a Operation,
+}
+
+impl Serialize for Line<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let (op, key, record) = match self.operation {
+            Operation::Insert { record } => ("insert", None, Some(record)),
+            Operation::Update { key, record } => ("update", Some(key), Some(record)),
+            Operation::Upsert { key, record } => ("upsert", Some(key), Some(record)),
+            Operation::Delete { key } => ("delete", Some(key), None),
+        };
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("op", op)?;
+        map.serialize_entry("object", self.object)?;
+        if let Some(key) = key {
+            map.serialize_entry("key", key)?;
+        }
+        if let Some(record) = record {
+            map.serialize_entry("record", record)?;
+        }
+        map.end()
+    }
 }
 
 fn sink_error(error: impl std::error::Error + Send + Sync + 'static) -> Error {
@@ -238,5 +310,88 @@ impl<W: Write + Send> RecordSink for JsonLinesSink<W> {
             .expect("sink lock")
             .flush()
             .map_err(sink_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mapping::TargetValue;
+
+    fn record(id: &str, name: &str) -> (TargetRecord, TargetRecord) {
+        let mut key = TargetRecord::new();
+        key.insert("ExternalId", TargetValue::Id(id.to_owned()));
+        let mut record = key.clone();
+        record.insert("Name", TargetValue::String(name.to_owned()));
+        (key, record)
+    }
+
+    #[tokio::test]
+    async fn json_lines_hold_one_operation_each() {
+        let sink = JsonLinesSink::new(Vec::new());
+        let (key, record) = record("a1", "Contoso");
+        let results = sink
+            .write(
+                "Company",
+                &[
+                    Operation::Upsert {
+                        key: key.clone(),
+                        record,
+                    },
+                    Operation::Delete { key },
+                ],
+            )
+            .await
+            .unwrap();
+        assert_eq!(results, vec![Ok(()), Ok(())]);
+        let text = String::from_utf8(sink.into_inner()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                r#"{"op":"upsert","object":"Company","key":{"ExternalId":"a1"},"record":{"ExternalId":"a1","Name":"Contoso"}}"#,
+                r#"{"op":"delete","object":"Company","key":{"ExternalId":"a1"}}"#,
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn memory_sink_updates_only_existing_records_and_deletes_what_is_missing() {
+        let sink = MemorySink::new();
+        let (key_a, record_a) = record("a", "A");
+        let (key_b, record_b) = record("b", "B");
+        let (key_c, record_c) = record("c", "C");
+        let results = sink
+            .write(
+                "Company",
+                &[
+                    Operation::Upsert {
+                        key: key_a.clone(),
+                        record: record_a,
+                    },
+                    Operation::Upsert {
+                        key: key_b.clone(),
+                        record: record_b,
+                    },
+                    Operation::Update {
+                        key: key_c.clone(),
+                        record: record_c,
+                    },
+                ],
+            )
+            .await
+            .unwrap();
+        assert!(results[0].is_ok() && results[1].is_ok());
+        assert!(results[2].as_ref().unwrap_err().reason.contains("upsert"));
+
+        let mut keep = KeySet::new();
+        keep.insert(&key_a);
+        assert_eq!(
+            sink.delete_missing("Company", &keep).await.unwrap(),
+            Some(1)
+        );
+        assert!(sink.get("Company", &key_a).is_some());
+        assert!(sink.get("Company", &key_b).is_none());
+        assert_eq!(sink.delete_missing("Person", &keep).await.unwrap(), Some(0));
     }
 }

@@ -318,10 +318,43 @@ async fn one_unconvertible_record_fails_alone_and_the_page_goes_on() {
 }
 
 #[tokio::test]
-async fn an_expired_delta_token_runs_a_full_resync_and_says_so() {
+async fn an_expired_delta_token_runs_a_full_resync_that_removes_what_dynamics_deleted() {
     let crm = StandIn::with_sample_data().await;
     let (_, client) = connect(&crm).await;
     let sink = MemorySink::new();
+    let job = contacts_job(10);
+    let first = job
+        .run(&client, &sink, RunOptions::default())
+        .await
+        .unwrap();
+    let gone = crm.rows("contact")[4]["contactid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    crm.delete("contact", &gone);
+    crm.inject(Fault::ExpireDeltaTokens);
+
+    let second = job
+        .run(&client, &sink, resuming(first.checkpoint))
+        .await
+        .unwrap();
+
+    assert_eq!(second.status, SyncStatus::Success, "{second}");
+    assert!(second.full_resync);
+    assert!(second.warnings.is_empty(), "{second}");
+    assert_eq!(second.counts.read as usize, crm.rows("contact").len());
+    assert_eq!(second.counts.deleted, 1, "{second}");
+    assert!(sink.get("Person", &key(&gone)).is_none());
+    assert_eq!(ids(&sink.records("Person")), contact_ids(&crm));
+    assert!(second.to_string().contains("full resync"));
+    assert!(second.checkpoint.unwrap().delta_link().is_some());
+}
+
+#[tokio::test]
+async fn a_resync_into_a_sink_that_cannot_remove_records_warns() {
+    let crm = StandIn::with_sample_data().await;
+    let (_, client) = connect(&crm).await;
+    let sink = d365_connector::JsonLinesSink::new(Vec::new());
     let job = contacts_job(5000);
     let first = job
         .run(&client, &sink, RunOptions::default())
@@ -336,11 +369,35 @@ async fn an_expired_delta_token_runs_a_full_resync_and_says_so() {
 
     assert_eq!(second.status, SyncStatus::PartialSuccess, "{second}");
     assert!(second.failures.is_empty());
-    assert!(second.warnings[0].contains("deleted"), "{second}");
-    assert!(second.full_resync);
-    assert_eq!(second.counts.read as usize, crm.rows("contact").len());
-    assert!(second.to_string().contains("full resync"));
-    assert!(second.checkpoint.unwrap().delta_link().is_some());
+    assert!(second.warnings[0].contains("cannot remove"), "{second}");
+    assert!(second.to_string().contains("warning"));
+}
+
+#[tokio::test]
+async fn an_unfinished_resync_keeps_the_expired_checkpoint_so_the_next_run_starts_it_again() {
+    let crm = StandIn::with_sample_data().await;
+    let (_, client) = connect(&crm).await;
+    let store = MemorySink::new();
+    let job = contacts_job(10);
+    let first = job
+        .run(&client, &store, RunOptions::default())
+        .await
+        .unwrap();
+    crm.inject(Fault::ExpireDeltaTokens);
+    let crashing = CrashingSink {
+        inner: &store,
+        writes: AtomicUsize::new(0),
+        fail_from: 2,
+    };
+
+    let crashed = job
+        .run(&client, &crashing, resuming(first.checkpoint.clone()))
+        .await
+        .unwrap();
+
+    assert_eq!(crashed.status, SyncStatus::Failed, "{crashed}");
+    assert!(crashed.full_resync);
+    assert_eq!(crashed.checkpoint, first.checkpoint);
 }
 
 #[tokio::test]

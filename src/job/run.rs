@@ -10,7 +10,7 @@ use crate::mapping::{
     ValidatedMapping, WriteMode,
 };
 use crate::metadata::{EntityMetadata, MetadataOptions};
-use crate::sink::{Operation, RecordSink, WriteResult};
+use crate::sink::{KeySet, Operation, RecordSink, WriteResult};
 use crate::source::{Checkpoint, EntitySource, Page, RecordChange};
 use chrono::Utc;
 use futures::StreamExt;
@@ -127,21 +127,20 @@ impl SyncJob {
             checkpoint: options.checkpoint.clone(),
             pages: 0,
             full_resync: false,
+            seen: None,
         };
         let started_at = Utc::now();
         let mut ending = run
             .read_all(client, &metadata, options.checkpoint.clone())
             .await;
-        if let Err(error) = &ending {
-            if error.kind() == ErrorKind::ResyncRequired {
-                run.full_resync = true;
-                ending = run.read_all(client, &metadata, None).await;
-            }
+        let mut reconciled = true;
+        if matches!(&ending, Err(error) if error.kind() == ErrorKind::ResyncRequired) {
+            (ending, reconciled) = run.resync(client, &metadata).await;
         }
         let mut warnings = Vec::new();
-        if run.full_resync && self.deletes == DeletePolicy::Propagate {
+        if !reconciled {
             warnings.push(
-                "Dynamics required a full resync, which cannot see records deleted while the change-tracking token was stale; compare the target's records with this run's to remove them"
+                "Dynamics required a full resync, and this sink cannot remove the records deleted while the change-tracking token was stale; compare the target's records with this run's to remove them"
                     .to_owned(),
             );
         }
@@ -186,6 +185,8 @@ struct Run<'a> {
     checkpoint: Option<Checkpoint>,
     pages: u32,
     full_resync: bool,
+    /// During a full resync under `deletes: propagate`: the keys of every record read.
+    seen: Option<KeySet>,
 }
 
 impl Run<'_> {
@@ -205,6 +206,13 @@ impl Run<'_> {
             let batch = self.batch(&page).await;
             let (fetched, written) = futures::join!(pages.next(), self.write(&batch));
             self.accept(batch, written?);
+            if let Some(seen) = &mut self.seen {
+                for change in &page.changes {
+                    if let RecordChange::Upsert(record) = change {
+                        seen.insert(&key_for_id(&self.delete_key, record.id()));
+                    }
+                }
+            }
             self.pages += 1;
             self.checkpoint = Some(page.checkpoint);
             if let (Some(progress), Some(checkpoint)) = (self.options.progress, &self.checkpoint) {
@@ -284,7 +292,7 @@ impl Run<'_> {
                 RecordChange::Delete { id } => match self.job.deletes {
                     DeletePolicy::Ignore => batch.skipped += 1,
                     DeletePolicy::Propagate => {
-                        let key = self.key_of_deleted(id);
+                        let key = key_for_id(&self.delete_key, id);
                         batch.push(id, Operation::Delete { key });
                     }
                 },
@@ -335,23 +343,69 @@ impl Run<'_> {
         }
     }
 
-    /// The identifiers of the target record a deleted Dynamics record was written to.
-    fn key_of_deleted(&self, id: &str) -> TargetRecord {
-        let mut key = TargetRecord::new();
-        for (field, field_type) in &self.delete_key {
-            let value = match field_type {
-                TargetFieldType::Id => TargetValue::Id(id.to_owned()),
-                _ => TargetValue::String(id.to_owned()),
-            };
-            key.insert(field.clone(), value);
+    /// Reads everything again after Dynamics refused the change-tracking token. Under
+    /// `deletes: propagate` it then removes what the resync did not read, and says whether
+    /// deletions are accounted for; an unfinished resync keeps the expired checkpoint so the
+    /// next run starts it again (it cannot tell yet which records are gone).
+    async fn resync(
+        &mut self,
+        client: &DataverseClient,
+        metadata: &Arc<EntityMetadata>,
+    ) -> (Result<Ending>, bool) {
+        self.full_resync = true;
+        let propagate = self.job.deletes == DeletePolicy::Propagate;
+        if propagate {
+            self.seen = Some(KeySet::new());
         }
-        key
+        let mut ending = self.read_all(client, metadata, None).await;
+        let mut reconciled = true;
+        match self.delete_missing(&ending).await {
+            Ok(done) => reconciled = done,
+            Err(error) => ending = Err(error),
+        }
+        if propagate && !matches!(ending, Ok(Ending::Finished)) {
+            self.checkpoint = self.options.checkpoint.clone();
+        }
+        (ending, reconciled)
+    }
+
+    /// After a finished full resync under `deletes: propagate`, asks the sink to delete what
+    /// the resync did not read. `false` when the sink cannot: deletions may be missing. (An
+    /// unfinished resync is started again by the next run, so it owes nothing yet.)
+    async fn delete_missing(&mut self, ending: &Result<Ending>) -> Result<bool> {
+        let Some(seen) = self.seen.take() else {
+            return Ok(true);
+        };
+        if !matches!(ending, Ok(Ending::Finished)) {
+            return Ok(true);
+        }
+        let object = &self.job.mapping.target.object;
+        match self.sink.delete_missing(object, &seen).await? {
+            Some(deleted) => {
+                self.counts.deleted += deleted;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 
     fn fail(&mut self, failure: RecordFailure) {
         self.counts.failed += 1;
         self.failures.push(failure);
     }
+}
+
+/// The identifiers of the target record written from the Dynamics record `id`.
+fn key_for_id(delete_key: &[(String, TargetFieldType)], id: &str) -> TargetRecord {
+    let mut key = TargetRecord::new();
+    for (field, field_type) in delete_key {
+        let value = match field_type {
+            TargetFieldType::Id => TargetValue::Id(id.to_owned()),
+            _ => TargetValue::String(id.to_owned()),
+        };
+        key.insert(field.clone(), value);
+    }
+    key
 }
 
 /// A record the sink refused.
