@@ -60,6 +60,25 @@ fn contacts_job(page_size: u32) -> SyncJob {
     .unwrap()
 }
 
+/// Account to Company, upserting by the Dynamics account id.
+fn companies_job(name: &str) -> SyncJob {
+    SyncJob::from_json(
+        &json!({
+            "name": name,
+            "source": { "entity": "account" },
+            "target": { "object": "Company", "fields": { "DynamicsId": "id", "Name": "string" } },
+            "mode": "upsert",
+            "identifiers": ["DynamicsId"],
+            "mappings": [
+                { "source": "accountid", "target": "DynamicsId" },
+                { "source": "name", "target": "Name" }
+            ]
+        })
+        .to_string(),
+    )
+    .unwrap()
+}
+
 /// Run options that resume from `checkpoint`.
 fn resuming(checkpoint: Option<Checkpoint>) -> RunOptions<'static> {
     RunOptions {
@@ -572,21 +591,7 @@ async fn the_out_of_the_box_job_syncs_users_and_keeps_its_source_and_target() {
 async fn a_chain_whose_first_job_fails_does_not_run_its_dependent() {
     let crm = StandIn::with_sample_data().await;
     let (_, client) = connect(&crm).await;
-    let companies = SyncJob::from_json(
-        &json!({
-            "name": "Accounts to Company",
-            "source": { "entity": "account" },
-            "target": { "object": "Company", "fields": { "DynamicsId": "id", "Name": "string" } },
-            "mode": "upsert",
-            "identifiers": ["DynamicsId"],
-            "mappings": [
-                { "source": "accountid", "target": "DynamicsId" },
-                { "source": "name", "target": "Name" }
-            ]
-        })
-        .to_string(),
-    )
-    .unwrap();
+    let companies = companies_job("Accounts to Company");
     let mut people = contacts_job(10);
     people.depends_on = Some("Accounts to Company".to_owned());
     let chain = JobChain::new(vec![companies, people]).unwrap();
@@ -810,21 +815,7 @@ impl d365_connector::TargetLookup for CompaniesInSink<'_> {
 async fn a_chain_hands_the_lookup_to_derived_mappings_of_dependent_jobs() {
     let crm = StandIn::with_sample_data().await;
     let (_, client) = connect(&crm).await;
-    let companies = SyncJob::from_json(
-        &json!({
-            "name": "Company",
-            "source": { "entity": "account" },
-            "target": { "object": "Company", "fields": { "DynamicsId": "id", "Name": "string" } },
-            "mode": "upsert",
-            "identifiers": ["DynamicsId"],
-            "mappings": [
-                { "source": "accountid", "target": "DynamicsId" },
-                { "source": "name", "target": "Name" }
-            ]
-        })
-        .to_string(),
-    )
-    .unwrap();
+    let companies = companies_job("Company");
     let people = SyncJob::from_json(
         &json!({
             "name": "Company Person",
