@@ -943,3 +943,42 @@ async fn the_next_page_is_fetched_while_the_current_one_is_written() {
         "page 2 was not requested while page 1 was being written"
     );
 }
+
+#[tokio::test]
+async fn a_changed_mapping_reads_everything_again_instead_of_failing_on_its_checkpoint() {
+    let crm = StandIn::with_sample_data().await;
+    let (_, client) = connect(&crm).await;
+    let sink = MemorySink::new();
+    let job = contacts_job(10);
+    let first = job
+        .run(&client, &sink, RunOptions::default())
+        .await
+        .unwrap();
+    let mut wider = job.clone();
+    wider.mapping.target.fields.insert(
+        "Title".to_owned(),
+        d365_connector::TargetField::new(d365_connector::TargetFieldType::String),
+    );
+    wider
+        .mapping
+        .mappings
+        .push(d365_connector::FieldMapping::source("jobtitle", "Title"));
+
+    let second = wider
+        .run(&client, &sink, resuming(first.checkpoint))
+        .await
+        .unwrap();
+
+    assert_eq!(second.status, SyncStatus::Success, "{second}");
+    assert!(second.full_resync);
+    assert_eq!(second.counts.read as usize, crm.rows("contact").len());
+    for row in crm.rows("contact") {
+        let person = sink
+            .get("Person", &key(row["contactid"].as_str().unwrap()))
+            .unwrap();
+        assert_eq!(
+            person.get("Title").and_then(TargetValue::as_str),
+            row["jobtitle"].as_str()
+        );
+    }
+}

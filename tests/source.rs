@@ -532,7 +532,7 @@ async fn a_fresh_source_resumes_from_the_checkpoint_of_page_two_and_reads_page_t
 }
 
 #[tokio::test]
-async fn checkpoints_for_another_table_or_other_columns_are_refused_before_sending() {
+async fn checkpoints_for_another_table_or_other_columns_ask_for_a_full_read_before_sending() {
     let server = server().await;
     mount_three_pages(&server, 1).await;
     let pages = collect(three_page_source(&server)).await;
@@ -544,7 +544,7 @@ async fn checkpoints_for_another_table_or_other_columns_are_refused_before_sendi
         .with_columns(["revenue"])
         .resume_from(checkpoint.clone());
     let error = other_columns.pages().next().await.unwrap().unwrap_err();
-    assert_eq!(error.kind(), ErrorKind::Config);
+    assert_eq!(error.kind(), ErrorKind::ResyncRequired);
     assert!(error.to_string().contains("columns"), "{error}");
 
     let mut json = serde_json::to_value(&checkpoint).unwrap();
@@ -557,13 +557,14 @@ async fn checkpoints_for_another_table_or_other_columns_are_refused_before_sendi
         .await
         .unwrap()
         .unwrap_err();
-    assert_eq!(error.kind(), ErrorKind::Config);
+    assert_eq!(error.kind(), ErrorKind::ResyncRequired);
     assert!(error.to_string().contains("table `contact`"), "{error}");
 
     let filtered = three_page_source(&server)
         .with_filter(Filter::eq("name", "x"))
         .resume_from(checkpoint);
     let error = filtered.pages().next().await.unwrap().unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::ResyncRequired);
     assert!(error.to_string().contains("filter"), "{error}");
     assert!(requests(&server).await.is_empty());
 }

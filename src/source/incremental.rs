@@ -91,14 +91,19 @@ impl Reader {
         self.reached = reached;
     }
 
-    /// Accepts a checkpoint made for exactly this read, returning its position.
+    /// Accepts a checkpoint made for exactly this read, returning its position. One made for
+    /// another table, mode, column set or filter (a job whose mapping changed) cannot say what
+    /// this read has not seen yet: that asks for a full read, as an expired delta token does.
     pub fn check_checkpoint(&self, checkpoint: Checkpoint) -> Result<Position> {
         let base = &self.base;
         if checkpoint.version != CHECKPOINT_VERSION {
-            return Err(Error::config(format!(
-                "the checkpoint has format version {}, this crate reads version {CHECKPOINT_VERSION}; start a new read without it",
-                checkpoint.version
-            )));
+            return Err(Error::new(
+                ErrorKind::ResyncRequired,
+                format!(
+                    "the checkpoint has format version {}, this crate reads version {CHECKPOINT_VERSION}; read everything again without it",
+                    checkpoint.version
+                ),
+            ));
         }
         let mut differences = Vec::new();
         if checkpoint.entity != base.entity {
@@ -141,10 +146,13 @@ impl Reader {
             ));
         }
         if !differences.is_empty() {
-            return Err(Error::config(format!(
-                "the checkpoint cannot be resumed by this source: {}; resume it with the source it was made for, or start a new read without it",
-                differences.join("; ")
-            )));
+            return Err(Error::new(
+                ErrorKind::ResyncRequired,
+                format!(
+                    "the checkpoint cannot be resumed by this source: {}; read everything again without it (or resume it with the source it was made for)",
+                    differences.join("; ")
+                ),
+            ));
         }
         Ok(checkpoint.position)
     }

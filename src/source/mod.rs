@@ -171,9 +171,9 @@ impl EntitySource {
     /// the rest of an unfinished read, or the next incremental read after a finished one.
     ///
     /// The checkpoint must have been made for the same table, columns, filter and (resolved)
-    /// mode; otherwise the stream fails with a [`Config`](ErrorKind::Config) error before
-    /// sending anything. A change-tracking checkpoint for a table whose metadata no longer
-    /// enables change tracking fails with [`ResyncRequired`](ErrorKind::ResyncRequired).
+    /// mode; otherwise (a job whose mapping changed, say) the stream fails with
+    /// [`ResyncRequired`](ErrorKind::ResyncRequired) before sending anything, as it does for a
+    /// change-tracking checkpoint of a table whose metadata no longer enables change tracking.
     #[must_use]
     pub fn resume_from(mut self, checkpoint: Checkpoint) -> Self {
         self.checkpoint = Some(checkpoint);
@@ -184,13 +184,14 @@ impl EntitySource {
     /// each poll sends at most one request.
     ///
     /// The stream ends after the last page. After an error it ends too; the error is:
-    /// - [`Config`](ErrorKind::Config) for a bad setup (unknown column, invalid filter, a
-    ///   checkpoint made for something else), reported before any request;
-    /// - [`ResyncRequired`](ErrorKind::ResyncRequired) when change tracking cannot continue (the
-    ///   delta token expired, `0x80044352`, or the table is no longer enabled for change
-    ///   tracking, `0x80072491`): read the table again without the checkpoint, and treat the
-    ///   records missing from that full read as deleted. This is never reported as an empty
-    ///   page;
+    /// - [`Config`](ErrorKind::Config) for a bad setup (unknown column, invalid filter),
+    ///   reported before any request;
+    /// - [`ResyncRequired`](ErrorKind::ResyncRequired) when the read cannot continue from its
+    ///   checkpoint: the delta token expired (`0x80044352`), the table is no longer enabled for
+    ///   change tracking (`0x80072491`), or the checkpoint was made for another table, mode,
+    ///   column set or filter (reported before any request). Read the table again without the
+    ///   checkpoint, and treat the records missing from that full read as deleted. This is
+    ///   never reported as an empty page;
     /// - [`Protocol`](ErrorKind::Protocol) for a next or delta link to another origin (refused
     ///   before anything is sent to it);
     /// - otherwise the errors of [`DataverseClient`] and [`Decode`](ErrorKind::Decode) errors
