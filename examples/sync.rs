@@ -107,17 +107,17 @@ async fn try_run(
     let records_to_stdout = args.out.is_none();
     let report = {
         let out: Box<dyn Write + Send + '_> = match &args.out {
-            Some(path) => Box::new(BufWriter::new(
+            Some(path) => Box::new(DurableFile(BufWriter::new(
                 OpenOptions::new()
                     .create(true)
                     .append(true)
                     .open(path)
                     .map_err(|e| bad(format!("cannot open {}: {e}", path.display())))?,
-            )),
+            ))),
             None => Box::new(&mut *stdout),
         };
-        // The job flushes the sink before it returns, so the checkpoint saved below never
-        // runs ahead of the records written.
+        // The job flushes the sink after every batch (to disk, for a file), so the checkpoint
+        // saved below never runs ahead of the records written.
         let sink = JsonLinesSink::new(out);
         let options = RunOptions {
             checkpoint,
@@ -147,6 +147,14 @@ async fn try_run(
         }
     };
 
+    // The failed records first: once the state moves on, they are not read again.
+    if let Some(path) = &args.errors {
+        let file = fs::File::create(path)
+            .map_err(|e| (EXIT_FAILED, format!("cannot write {}: {e}", path.display())))?;
+        report
+            .write_failures_jsonl(BufWriter::new(file))
+            .map_err(|e| (EXIT_FAILED, e.to_string()))?;
+    }
     if let (Some(path), Some(checkpoint)) = (&args.state, &report.checkpoint) {
         write_checkpoint(path, checkpoint).map_err(|e| {
             (
@@ -155,13 +163,6 @@ async fn try_run(
             )
         })?;
     }
-    if let Some(path) = &args.errors {
-        let file = fs::File::create(path)
-            .map_err(|e| (EXIT_FAILED, format!("cannot write {}: {e}", path.display())))?;
-        report
-            .write_failures_jsonl(BufWriter::new(file))
-            .map_err(|e| (EXIT_FAILED, e.to_string()))?;
-    }
     let line = serde_json::to_string(&report).map_err(|e| (EXIT_FAILED, e.to_string()))?;
     let report_stream: &mut (dyn Write + Send) = if records_to_stdout { stderr } else { stdout };
     let _ = writeln!(report_stream, "{line}");
@@ -169,6 +170,21 @@ async fn try_run(
         SyncStatus::Success | SyncStatus::PartialSuccess => 0,
         SyncStatus::Failed | SyncStatus::Cancelled => EXIT_FAILED,
     })
+}
+
+/// An output file whose `flush` also syncs it to disk, so a saved checkpoint never runs ahead
+/// of the records on disk.
+struct DurableFile(BufWriter<fs::File>);
+
+impl Write for DurableFile {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.0.write(bytes)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()?;
+        self.0.get_ref().sync_data()
+    }
 }
 
 /// Builds and authorizes the connection from the `D365_*` variables.

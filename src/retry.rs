@@ -247,6 +247,19 @@ mod tests {
         }
     }
 
+    #[test]
+    fn backoff_is_jittered() {
+        let policy = RetryPolicy::default();
+        let waits: std::collections::HashSet<Duration> =
+            (0..20).map(|_| policy.backoff(3)).collect();
+        assert!(waits.len() > 1, "20 backoffs were all {waits:?}");
+        assert!(
+            waits
+                .iter()
+                .all(|w| *w >= Duration::from_secs(2) && *w <= Duration::from_secs(4))
+        );
+    }
+
     #[tokio::test]
     async fn retry_after_is_the_minimum_wait() {
         let clock = Arc::new(VirtualClock::new());

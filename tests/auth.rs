@@ -1292,3 +1292,27 @@ async fn debug_of_every_auth_type_leaks_no_secret() {
         printed[7]
     );
 }
+
+#[tokio::test]
+async fn an_absurd_expires_in_or_margin_does_not_panic() {
+    let server = server().await;
+    mount_token(
+        &server,
+        ResponseTemplate::new(200).set_body_json(json!({
+            "token_type": "Bearer", "expires_in": "18446744073709551615",
+            "access_token": "long-lived"
+        })),
+        1,
+    )
+    .await;
+    let authorizer =
+        OAuthAuthorizer::client_credentials(&connection(&server, INSTANCE), confidential_app())
+            .with_refresh_margin(Duration::MAX)
+            .build()
+            .unwrap();
+
+    assert_eq!(
+        authorizer.access_token().await.unwrap().secret(),
+        "long-lived"
+    );
+}

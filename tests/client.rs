@@ -467,3 +467,59 @@ async fn a_timeout_is_a_retryable_transport_error() {
     assert!(error.to_string().contains("timed out"), "{error}");
     assert_eq!(server.received_requests().await.unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn gateway_errors_are_retryable_and_other_server_errors_are_not() {
+    for (status, retryable) in [
+        (502, true),
+        (503, true),
+        (504, true),
+        (500, false),
+        (400, false),
+    ] {
+        let error = error_for(ResponseTemplate::new(status)).await;
+        assert_eq!(error.status(), Some(status));
+        assert_eq!(error.is_retryable(), retryable, "HTTP {status}");
+    }
+}
+
+#[tokio::test]
+async fn a_connection_closed_without_an_answer_is_retried_as_a_transport_error() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicU32::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            drop(socket); // closed before any response
+        }
+    });
+    let url = format!("http://{address}");
+    let connection = Connection::builder("reset", url.as_str())
+        .with_authority(url.as_str())
+        .build()
+        .unwrap();
+    let clock = Arc::new(VirtualClock::new());
+    let client = DataverseClient::new(
+        connection,
+        Arc::new(StaticTokenAuthorizer::new(AccessToken::new(TOKEN))),
+    )
+    .unwrap()
+    .with_retry_policy(
+        RetryPolicy::default()
+            .with_max_attempts(3)
+            .with_clock(clock.clone()),
+    );
+
+    let error = client.get_json::<Value>("accounts").await.unwrap_err();
+
+    assert_eq!(error.kind(), ErrorKind::Transport);
+    assert!(error.is_retryable());
+    assert!(
+        error.to_string().contains("gave up after 3 attempts"),
+        "{error}"
+    );
+    assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    assert_eq!(clock.sleeps().len(), 2);
+}

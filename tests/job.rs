@@ -366,6 +366,15 @@ async fn an_expired_delta_token_runs_a_full_resync_that_removes_what_dynamics_de
     assert!(sink.get("Person", &key(&gone)).is_none());
     assert_eq!(ids(&sink.records("Person")), contact_ids(&crm));
     assert!(second.to_string().contains("full resync"));
+    assert!(
+        second.resync_reason.as_deref().unwrap().contains("expired"),
+        "{second}"
+    );
+    let entry = serde_json::to_string(&second).unwrap();
+    assert!(
+        !entry.contains("deltatoken"),
+        "the activity-log entry carries no token: {entry}"
+    );
     assert!(second.checkpoint.unwrap().delta_link().is_some());
 }
 
@@ -409,14 +418,40 @@ async fn an_unfinished_resync_keeps_the_expired_checkpoint_so_the_next_run_start
         fail_from: 2,
     };
 
+    let progress_checkpoints = std::sync::Mutex::new(Vec::new());
+    let on_progress = |p: &SyncProgress| {
+        progress_checkpoints
+            .lock()
+            .unwrap()
+            .push(p.checkpoint.clone())
+    };
+
     let crashed = job
-        .run(&client, &crashing, resuming(first.checkpoint.clone()))
+        .run(
+            &client,
+            &crashing,
+            RunOptions {
+                checkpoint: first.checkpoint.clone(),
+                progress: Some(&on_progress),
+                ..RunOptions::default()
+            },
+        )
         .await
         .unwrap();
 
     assert_eq!(crashed.status, SyncStatus::Failed, "{crashed}");
     assert!(crashed.full_resync);
     assert_eq!(crashed.checkpoint, first.checkpoint);
+    let progress_checkpoints = progress_checkpoints.into_inner().unwrap();
+    assert_eq!(
+        progress_checkpoints.len(),
+        1,
+        "one batch was accepted before the crash"
+    );
+    assert_eq!(
+        progress_checkpoints[0], first.checkpoint,
+        "a checkpoint stored mid-resync restarts the resync"
+    );
 }
 
 #[tokio::test]
@@ -579,12 +614,16 @@ async fn the_out_of_the_box_job_syncs_users_and_keeps_its_source_and_target() {
     );
     let mut moved = job.clone();
     moved.source.entity = "contact".to_owned();
-    let error = moved
-        .run(&client, &MemorySink::new(), RunOptions::default())
-        .await
-        .unwrap_err();
-    assert_eq!(error.kind(), ErrorKind::Config);
-    assert!(error.to_string().contains("out-of-the-box"), "{error}");
+    let mut retargeted = job.clone();
+    retargeted.mapping.target.object = "Person".to_owned();
+    for changed in [moved, retargeted] {
+        let error = changed
+            .run(&client, &MemorySink::new(), RunOptions::default())
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Config);
+        assert!(error.to_string().contains("out-of-the-box"), "{error}");
+    }
 }
 
 #[tokio::test]
@@ -766,8 +805,8 @@ async fn progress_carries_a_checkpoint_after_every_accepted_batch() {
         seen.iter().map(|p| p.counts.upserted).collect::<Vec<_>>(),
         [10, 20, 25]
     );
-    assert!(seen[0].checkpoint.next_link().is_some());
-    assert_eq!(Some(&seen[2].checkpoint), report.checkpoint.as_ref());
+    assert!(seen[0].checkpoint.as_ref().unwrap().next_link().is_some());
+    assert_eq!(seen[2].checkpoint, report.checkpoint);
 }
 
 #[test]
@@ -971,6 +1010,10 @@ async fn a_changed_mapping_reads_everything_again_instead_of_failing_on_its_chec
 
     assert_eq!(second.status, SyncStatus::Success, "{second}");
     assert!(second.full_resync);
+    assert!(
+        second.resync_reason.as_deref().unwrap().contains("columns"),
+        "{second}"
+    );
     assert_eq!(second.counts.read as usize, crm.rows("contact").len());
     for row in crm.rows("contact") {
         let person = sink
@@ -981,4 +1024,89 @@ async fn a_changed_mapping_reads_everything_again_instead_of_failing_on_its_chec
             row["jobtitle"].as_str()
         );
     }
+}
+
+#[tokio::test]
+async fn a_derived_mapping_without_a_lookup_refuses_to_start() {
+    let crm = StandIn::with_sample_data().await;
+    let (_, client) = connect(&crm).await;
+    let mut job = contacts_job(10);
+    job.mapping.mappings[4] = serde_json::from_value(json!({
+        "target": "CompanyId",
+        "lookup": { "object": "Company", "match": { "DynamicsId": "parentcustomerid" } }
+    }))
+    .unwrap();
+
+    let error = job
+        .run(&client, &MemorySink::new(), RunOptions::default())
+        .await
+        .unwrap_err();
+
+    assert_eq!(error.kind(), ErrorKind::Config);
+    assert!(error.to_string().contains("TargetLookup"), "{error}");
+    assert!(
+        crm.api_requests()
+            .iter()
+            .all(|r| !r.path().ends_with("/contacts"))
+    );
+}
+
+#[tokio::test]
+async fn insert_and_update_modes_count_what_they_did_and_a_refused_record_is_reported() {
+    let crm = StandIn::with_sample_data().await;
+    let (_, client) = connect(&crm).await;
+    let total = crm.rows("contact").len() as u64;
+
+    let mut updates = contacts_job(10);
+    updates.mapping.mode = d365_connector::WriteMode::Update;
+    let sink = MemorySink::new();
+    let refused = updates
+        .run(&client, &sink, RunOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(refused.status, SyncStatus::PartialSuccess, "{refused}");
+    assert_eq!(refused.counts.failed, total);
+    assert_eq!(refused.counts.updated, 0);
+    let failure = &refused.failures[0];
+    assert_eq!(failure.kind, d365_connector::RecordFailureKind::Write);
+    assert!(failure.reason.contains("use upsert"), "{}", failure.reason);
+    assert!(contact_ids(&crm).contains(&failure.record_id));
+
+    contacts_job(10)
+        .run(&client, &sink, RunOptions::default())
+        .await
+        .unwrap();
+    let updated = updates
+        .run(&client, &sink, RunOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(updated.status, SyncStatus::Success, "{updated}");
+    assert_eq!(updated.counts.updated, total);
+
+    let mut inserts = contacts_job(10);
+    inserts.mapping.mode = d365_connector::WriteMode::Insert;
+    inserts.deletes = d365_connector::DeletePolicy::Ignore;
+    let fresh = MemorySink::new();
+    let first = inserts
+        .run(&client, &fresh, RunOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(first.counts.inserted, total);
+    let gone = crm.rows("contact")[0]["contactid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    crm.delete("contact", &gone);
+    let second = inserts
+        .run(&client, &fresh, resuming(first.checkpoint))
+        .await
+        .unwrap();
+    assert_eq!(second.status, SyncStatus::Success, "{second}");
+    assert_eq!((second.counts.read, second.counts.skipped), (1, 1));
+    assert_eq!(
+        fresh.records("Person").len() as u64,
+        total,
+        "an ignored delete keeps the record"
+    );
+    assert!(second.started_at <= second.finished_at);
 }

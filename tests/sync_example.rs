@@ -265,3 +265,53 @@ async fn a_wrong_secret_fails_with_exit_1_and_no_secret_in_the_output() {
     assert!(!outcome.stderr.contains("Wrong~secret.value"));
     assert!(!outcome.stdout.contains("Wrong~secret.value"));
 }
+
+#[tokio::test]
+async fn failed_records_go_to_the_errors_file_and_the_run_still_exits_0() {
+    let crm = StandIn::with_sample_data().await;
+    let dir = scratch("errors");
+    let (job, errors, out) = (
+        dir.join("job.json"),
+        dir.join("errors.jsonl"),
+        dir.join("out.jsonl"),
+    );
+    let mut definition = job_file();
+    definition["target"]["fields"]["Email"] = json!({"type": "string", "max_length": 40});
+    fs::write(&job, definition.to_string()).unwrap();
+    let active = crm
+        .rows("contact")
+        .into_iter()
+        .find(|row| row["statecode"] == 0)
+        .unwrap();
+    let bad = active["contactid"].as_str().unwrap().to_owned();
+    crm.upsert(
+        "contact",
+        json!({"contactid": bad, "emailaddress1": format!("{}@example.com", "x".repeat(40))}),
+    );
+
+    let outcome = run_sync(
+        &[
+            "--job",
+            job.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--errors",
+            errors.to_str().unwrap(),
+        ],
+        environment(&crm),
+    )
+    .await;
+
+    assert_eq!(outcome.code, 0, "{}", outcome.stderr);
+    let report: Value = serde_json::from_str(outcome.stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(report["status"], "PartialSuccess");
+    let failures = lines(&errors);
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert_eq!(failures[0]["record_id"], bad.as_str());
+    assert_eq!(failures[0]["field"], "Email");
+    assert!(
+        lines(&out)
+            .iter()
+            .all(|l| l["record"]["ExternalId"] != bad.as_str())
+    );
+}

@@ -235,7 +235,7 @@ impl OAuthAuthorizer {
             let fresh_enough = match rejected {
                 // Another task already replaced the refused token.
                 Some(rejected) => tokens.access_token() != rejected && now < tokens.expires_at(),
-                None => now + margin(inner.refresh_margin) < tokens.expires_at(),
+                None => later(now, inner.refresh_margin) < tokens.expires_at(),
             };
             if fresh_enough {
                 return Ok(tokens.access_token().clone());
@@ -328,7 +328,7 @@ impl OAuthAuthorizer {
 
     /// A token set from a token response; granted scopes as reported, else as requested.
     fn tokens_from(&self, response: TokenResponse, requested: &[String]) -> TokenSet {
-        let expires_at = self.inner.clock.now() + chrono_duration(response.expires_in);
+        let expires_at = later(self.inner.clock.now(), response.expires_in);
         let scopes = if response.scopes.is_empty() {
             requested.to_vec()
         } else {
@@ -346,7 +346,9 @@ impl OAuthAuthorizer {
         tokens
     }
 
-    /// Reads the store once, refusing tokens of another instance.
+    /// Reads the store, refusing tokens of another instance. Read once when it has tokens (or
+    /// for client credentials, which never store any); an empty store is read again on later
+    /// calls of the code flow, so tokens another process saves there are picked up.
     async fn load(&self, state: &mut State) -> Result<()> {
         if state.loaded {
             return Ok(());
@@ -360,8 +362,11 @@ impl OAuthAuthorizer {
         if let Some(tokens) = stored {
             tokens.ensure_instance(&self.inner.instance)?;
             state.tokens = Some(tokens);
+            state.loaded = true;
         }
-        state.loaded = true;
+        if self.inner.flow == Flow::ClientCredentials {
+            state.loaded = true;
+        }
         Ok(())
     }
 
@@ -557,16 +562,17 @@ impl WallClock {
             .clock
             .now()
             .saturating_duration_since(self.base_instant);
-        self.base_utc + chrono_duration(elapsed)
+        later(self.base_utc, elapsed)
     }
 }
 
-fn chrono_duration(duration: Duration) -> chrono::Duration {
-    chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::MAX)
-}
-
-fn margin(duration: Duration) -> chrono::Duration {
-    chrono_duration(duration)
+/// `at` plus `duration`, saturating at the latest representable time (a token endpoint may
+/// send any `expires_in`, a host any margin).
+fn later(at: DateTime<Utc>, duration: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(duration)
+        .ok()
+        .and_then(|duration| at.checked_add_signed(duration))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 fn missing_secret() -> Error {

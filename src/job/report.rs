@@ -57,8 +57,13 @@ pub struct SyncReport {
     pub counts: SyncCounts,
     /// Every failed record with its id, field and reason.
     pub failures: Vec<RecordFailure>,
-    /// Whether Dynamics required a full resync (expired change-tracking token) and one was run.
+    /// Whether a full resync was required and run (an expired change-tracking token, a table
+    /// that lost change tracking, a checkpoint made for another read such as a changed
+    /// mapping). Counts then include what was read before the resync started.
     pub full_resync: bool,
+    /// Why the full resync was required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resync_reason: Option<String>,
     /// Things the host should know that are not record failures (a resync that cannot see
     /// deletions, for example).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -66,7 +71,9 @@ pub struct SyncReport {
     /// The error that stopped a failed run.
     pub error: Option<String>,
     /// Where the next run resumes; store it and pass it back. `None` if nothing was accepted
-    /// yet and the run had no checkpoint to begin with.
+    /// yet and the run had no checkpoint to begin with. Left out of the JSON form: it carries
+    /// paging and delta tokens, which do not belong in an activity log; store it on its own.
+    #[serde(skip)]
     pub checkpoint: Option<Checkpoint>,
 }
 
@@ -123,6 +130,9 @@ impl fmt::Display for SyncReport {
         )?;
         if self.full_resync {
             write!(f, "\n  a full resync was required and run")?;
+            if let Some(reason) = &self.resync_reason {
+                write!(f, ": {reason}")?;
+            }
         }
         for warning in &self.warnings {
             write!(f, "\n  warning: {warning}")?;

@@ -48,9 +48,10 @@ pub struct SyncProgress {
     pub pages: u32,
     /// Counts so far.
     pub counts: SyncCounts,
-    /// Where the run stands: every batch up to here is written and flushed, so a host may
-    /// store it now to resume from after a crash.
-    pub checkpoint: Checkpoint,
+    /// Where a run resumed after a crash should start: every batch up to here is written and
+    /// flushed, so a host may store it now. (During a full resync that must remove deleted
+    /// records it stays the checkpoint the run started from, so a crash restarts the resync.)
+    pub checkpoint: Option<Checkpoint>,
 }
 
 /// How one run starts and what it reports to.
@@ -115,6 +116,14 @@ impl SyncJob {
             ),
         };
         let mapping = self.mapping.validate(&metadata)?;
+        if options.lookup.is_none() {
+            if let Some(derived) = self.mapping.mappings.iter().find(|m| m.lookup.is_some()) {
+                return Err(Error::config(format!(
+                    "job `{}` fills `{}` by a derived lookup, but the run has no TargetLookup; pass one in RunOptions (or ChainOptions)",
+                    self.name, derived.target
+                )));
+            }
+        }
         let delete_key = self.delete_key_fields(&metadata)?;
         let mut run = Run {
             job: self,
@@ -134,8 +143,12 @@ impl SyncJob {
             .read_all(client, &metadata, options.checkpoint.clone())
             .await;
         let mut reconciled = true;
-        if matches!(&ending, Err(error) if error.kind() == ErrorKind::ResyncRequired) {
-            (ending, reconciled) = run.resync(client, &metadata).await;
+        let mut resync_reason = None;
+        if let Err(error) = &ending {
+            if error.kind() == ErrorKind::ResyncRequired {
+                resync_reason = Some(error.to_string());
+                (ending, reconciled) = run.resync(client, &metadata).await;
+            }
         }
         let mut warnings = Vec::new();
         if !reconciled {
@@ -160,6 +173,7 @@ impl SyncJob {
             counts: run.counts,
             failures: run.failures,
             full_resync: run.full_resync,
+            resync_reason,
             warnings,
             error: ending.err().map(|e| e.to_string()),
             checkpoint: run.checkpoint,
@@ -215,12 +229,12 @@ impl Run<'_> {
             }
             self.pages += 1;
             self.checkpoint = Some(page.checkpoint);
-            if let (Some(progress), Some(checkpoint)) = (self.options.progress, &self.checkpoint) {
+            if let Some(progress) = self.options.progress {
                 progress(&SyncProgress {
                     job: self.job.name.clone(),
                     pages: self.pages,
                     counts: self.counts,
-                    checkpoint: checkpoint.clone(),
+                    checkpoint: self.resumable_checkpoint(),
                 });
             }
             if self
@@ -340,6 +354,17 @@ impl Run<'_> {
                 },
                 Err(failure) => self.fail(write_failure(record_id, failure.reason)),
             }
+        }
+    }
+
+    /// The checkpoint a host may store now. During a full resync that must remove what Dynamics
+    /// deleted, that is the one the run started from: a position inside the resync would
+    /// resume as a plain read and never remove them.
+    fn resumable_checkpoint(&self) -> Option<Checkpoint> {
+        if self.seen.is_some() {
+            self.options.checkpoint.clone()
+        } else {
+            self.checkpoint.clone()
         }
     }
 
