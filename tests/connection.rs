@@ -24,6 +24,41 @@ fn commercial_hosts_derive_region_and_authority() {
 }
 
 #[test]
+fn every_commercial_region_of_the_notes_is_recognised() {
+    for (host, region) in [
+        ("crm", "NAM"),
+        ("crm2", "SAM"),
+        ("crm3", "CAN"),
+        ("crm4", "EUR"),
+        ("crm5", "APJ"),
+        ("crm6", "OCE"),
+        ("crm7", "JPN"),
+        ("crm8", "IND"),
+        ("crm9", "GCC"),
+        ("crm11", "GBR"),
+        ("crm12", "FRA"),
+        ("crm14", "ZAF"),
+        ("crm15", "UAE"),
+        ("crm16", "GER"),
+        ("crm17", "CHE"),
+        ("crm19", "NOR"),
+        ("crm20", "SGP"),
+        ("crm21", "KOR"),
+    ] {
+        let connection = build(&format!("https://contoso.{host}.dynamics.com")).unwrap();
+        assert_eq!(connection.cloud(), Cloud::Commercial, "{host}");
+        assert_eq!(connection.region(), Some(region), "{host}");
+        assert_eq!(
+            connection.authority().as_str(),
+            "https://login.microsoftonline.com/",
+            "{host}"
+        );
+    }
+    let error = build("https://contoso.crm99.dynamics.com").unwrap_err();
+    assert!(error.to_string().contains("with_authority"), "{error}");
+}
+
+#[test]
 fn sovereign_hosts_use_their_own_authorities() {
     for (url, cloud, authority) in [
         (
