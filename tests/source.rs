@@ -1134,3 +1134,40 @@ fn checkpoint_debug_leaves_the_tokens_out() {
     assert!(!debug.contains("secret123"), "{debug}");
     assert!(debug.contains("/api/data/v9.2/accounts"), "{debug}");
 }
+
+#[tokio::test]
+async fn a_page_that_links_to_itself_stops_the_read_instead_of_looping() {
+    let server = server().await;
+    let link2 = next_link(&server, 2);
+    page(
+        &server,
+        "accounts",
+        "$select=accountid,name,_primarycontactid_value",
+        format!(
+            r#"{{"@odata.context":"x","value":[{}],"@odata.nextLink":"{link2}"}}"#,
+            account_row(&guid(1), "A")
+        ),
+        1,
+    )
+    .await;
+    page(
+        &server,
+        "accounts",
+        query_of(&link2),
+        format!(
+            r#"{{"@odata.context":"x","value":[{}],"@odata.nextLink":"{link2}"}}"#,
+            account_row(&guid(2), "B")
+        ),
+        1,
+    )
+    .await;
+
+    let mut pages = three_page_source(&server).pages();
+    assert_eq!(pages.try_next().await.unwrap().unwrap().number, 1);
+    let error = pages.try_next().await.unwrap_err();
+
+    assert_eq!(error.kind(), ErrorKind::Protocol);
+    assert!(error.to_string().contains("links to itself"), "{error}");
+    assert!(!error.to_string().contains("skiptoken"), "{error}");
+    assert!(pages.try_next().await.unwrap().is_none(), "the stream ends");
+}

@@ -196,8 +196,16 @@ impl Reader {
         }
 
         let position = if let Some(link) = decoded.next_link {
-            let url = self.check_link(&link, &format!("next link of page {number}"))?;
-            self.next = Some(url);
+            let next = self.check_link(&link, &format!("next link of page {number}"))?;
+            if next == url {
+                return Err(Error::new(
+                    ErrorKind::Protocol,
+                    format!(
+                        "page {number} of `{table}` links to itself as its next page; stopped instead of reading it forever"
+                    ),
+                ));
+            }
+            self.next = Some(next);
             Position::Reading {
                 next_link: link,
                 pages: number,
