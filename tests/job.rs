@@ -79,6 +79,13 @@ fn companies_job(name: &str) -> SyncJob {
     .unwrap()
 }
 
+/// The error of a job that refuses to start (into a fresh sink).
+async fn refused_to_start(job: &SyncJob, client: &DataverseClient) -> d365_connector::Error {
+    job.run(client, &MemorySink::new(), RunOptions::default())
+        .await
+        .expect_err("the job should refuse to start")
+}
+
 /// Run options that resume from `checkpoint`.
 fn resuming(checkpoint: Option<Checkpoint>) -> RunOptions<'static> {
     RunOptions {
@@ -503,10 +510,7 @@ async fn an_invalid_mapping_refuses_to_start_and_reads_no_record() {
     job.mapping.mappings[4].source = Some("parentcustomerid.name".to_owned());
     job.mapping.mappings[1].source = Some("firstnme".to_owned());
 
-    let error = job
-        .run(&client, &MemorySink::new(), RunOptions::default())
-        .await
-        .unwrap_err();
+    let error = refused_to_start(&job, &client).await;
 
     assert_eq!(error.kind(), ErrorKind::Mapping);
     let violations = MappingErrors::from_error(&error).unwrap().violations();
@@ -536,10 +540,7 @@ async fn propagating_deletes_needs_an_identifier_mapped_from_the_primary_id() {
         d365_connector::TargetField::new(d365_connector::TargetFieldType::String),
     );
 
-    let error = job
-        .run(&client, &MemorySink::new(), RunOptions::default())
-        .await
-        .unwrap_err();
+    let error = refused_to_start(&job, &client).await;
 
     assert_eq!(error.kind(), ErrorKind::Config);
     assert!(error.to_string().contains("contactid"), "{error}");
@@ -617,10 +618,7 @@ async fn the_out_of_the_box_job_syncs_users_and_keeps_its_source_and_target() {
     let mut retargeted = job.clone();
     retargeted.mapping.target.object = "Person".to_owned();
     for changed in [moved, retargeted] {
-        let error = changed
-            .run(&client, &MemorySink::new(), RunOptions::default())
-            .await
-            .unwrap_err();
+        let error = refused_to_start(&changed, &client).await;
         assert_eq!(error.kind(), ErrorKind::Config);
         assert!(error.to_string().contains("out-of-the-box"), "{error}");
     }
@@ -704,10 +702,7 @@ async fn propagating_deletes_without_identifiers_is_refused() {
     job.mapping.mode = d365_connector::WriteMode::Insert;
     job.mapping.identifiers.clear();
 
-    let error = job
-        .run(&client, &MemorySink::new(), RunOptions::default())
-        .await
-        .unwrap_err();
+    let error = refused_to_start(&job, &client).await;
 
     assert_eq!(error.kind(), ErrorKind::Config);
     assert!(error.to_string().contains("no identifiers"), "{error}");
@@ -1037,10 +1032,7 @@ async fn a_derived_mapping_without_a_lookup_refuses_to_start() {
     }))
     .unwrap();
 
-    let error = job
-        .run(&client, &MemorySink::new(), RunOptions::default())
-        .await
-        .unwrap_err();
+    let error = refused_to_start(&job, &client).await;
 
     assert_eq!(error.kind(), ErrorKind::Config);
     assert!(error.to_string().contains("TargetLookup"), "{error}");
