@@ -54,8 +54,8 @@ pub use sink::{
     JsonLinesSink, KeySet, MemorySink, Operation, RecordSink, WriteFailure, WriteResult,
 };
 pub use source::{
-    Checkpoint, DEFAULT_PAGE_SIZE, EntitySource, MAX_PAGE_SIZE, Page, ReadMode, RecordChange,
-    RecordDecoder,
+    Checkpoint, DEFAULT_PAGE_SIZE, EntitySource, MAX_PAGE_SIZE, Page, PageCounts, ReadMode,
+    RecordChange, RecordDecoder,
 };
 pub use url::Url;
 pub use value::{Field, Number, Record, Value};

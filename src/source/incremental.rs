@@ -243,6 +243,7 @@ impl Reader {
             },
             number,
             last,
+            counts: decoded.counts,
         })
     }
 
