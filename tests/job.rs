@@ -5,9 +5,9 @@
 use async_trait::async_trait;
 use d365_connector::testkit::{Fault, StandIn};
 use d365_connector::{
-    CancelToken, ChainOptions, ChainOutcome, Checkpoint, ClientSecret, Connection, DataverseClient,
-    EntraApp, ErrorKind, JobChain, MappingErrors, MemorySink, OAuthAuthorizer, Operation,
-    RecordSink, RetryPolicy, RunOptions, SyncJob, SyncProgress, SyncStatus, TargetRecord,
+    CancelToken, ChainOptions, ChainOutcome, Checkpoint, ClientOptions, ClientSecret, Connection,
+    DataverseClient, EntraApp, ErrorKind, JobChain, MappingErrors, MemorySink, OAuthAuthorizer,
+    Operation, RecordSink, RunOptions, SyncJob, SyncProgress, SyncStatus, TargetRecord,
     TargetValue, VirtualClock, WriteResult,
 };
 use serde_json::{Value, json};
@@ -27,9 +27,9 @@ async fn connect(crm: &StandIn) -> (Connection, DataverseClient) {
     let authorizer = OAuthAuthorizer::client_credentials(&connection, app)
         .build()
         .unwrap();
-    let client = DataverseClient::new(connection.clone(), Arc::new(authorizer))
-        .unwrap()
-        .with_retry_policy(RetryPolicy::default().with_clock(Arc::new(VirtualClock::new())));
+    let options = ClientOptions::default().with_clock(Arc::new(VirtualClock::new()));
+    let client =
+        DataverseClient::with_options(connection.clone(), Arc::new(authorizer), options).unwrap();
     (connection, client)
 }
 

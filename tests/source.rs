@@ -1,9 +1,9 @@
 //! EntitySource: streamed reads, checkpoints, incremental reads, decoding of real payloads.
 
 use d365_connector::{
-    AccessToken, Checkpoint, Connection, DataverseClient, EntityMetadata, EntitySource, ErrorKind,
-    Field, Filter, FilterValue, Number, Page, ReadMode, RecordChange, RecordDecoder, RetryPolicy,
-    StaticTokenAuthorizer, Url, Value,
+    AccessToken, Checkpoint, ClientOptions, Connection, DataverseClient, EntityMetadata,
+    EntitySource, ErrorKind, Field, Filter, FilterValue, Number, Page, ReadMode, RecordChange,
+    RecordDecoder, RetryPolicy, StaticTokenAuthorizer, Url, Value,
 };
 use futures::{StreamExt, TryStreamExt};
 use std::sync::Arc;
@@ -147,12 +147,12 @@ fn client(server: &MockServer) -> DataverseClient {
         .with_authority(server.uri())
         .build()
         .unwrap();
-    DataverseClient::new(
+    DataverseClient::with_options(
         connection,
         Arc::new(StaticTokenAuthorizer::new(AccessToken::new("t"))),
+        ClientOptions::default().with_retry_policy(RetryPolicy::disabled()),
     )
     .unwrap()
-    .with_retry_policy(RetryPolicy::disabled())
 }
 
 /// Matches a request whose query is exactly `query`, byte for byte (no decoding).
