@@ -521,3 +521,27 @@ async fn a_connection_closed_without_an_answer_is_retried_as_a_transport_error()
     assert_eq!(accepted.load(Ordering::SeqCst), 3);
     assert_eq!(clock.sleeps().len(), 2);
 }
+
+#[tokio::test]
+async fn an_html_page_answered_with_200_is_named_as_such() {
+    let server = MockServer::start().await;
+    Mock::given(path("/api/data/v9.2/accounts"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("content-type", "text/html; charset=utf-8")
+                .set_body_string("<!DOCTYPE html><html><head><title>Sign in to your account</title></head></html>"),
+        )
+        .mount(&server)
+        .await;
+
+    let error = client(&server)
+        .get_json::<Value>("accounts?$select=name")
+        .await
+        .unwrap_err();
+
+    assert_eq!(error.kind(), ErrorKind::Decode);
+    assert_eq!(error.status(), Some(200));
+    let message = error.to_string();
+    assert!(message.contains("GET /api/data/v9.2/accounts answered HTTP 200 with an HTML page titled \"Sign in to your account\""), "{message}");
+    assert!(!message.contains("line 1 column 1"), "{message}");
+}

@@ -262,6 +262,7 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
         // Annotations whose property has not been seen yet (Dataverse sends them first).
         let mut pending: Vec<(Cow<'de, str>, Annotation)> = Vec::new();
         let mut deleted = false;
+        let mut etag = None;
         while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
             match key.find('@') {
                 None => {
@@ -288,6 +289,7 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
                         let context: Cow<'de, str> = map.next_value::<Key<'de>>()?.0;
                         deleted |= context.ends_with("$deletedEntity");
                     }
+                    "@odata.etag" => etag = map.next_value::<Option<String>>()?,
                     "@removed" | "@odata.removed" => {
                         map.next_value::<IgnoredAny>()?;
                         deleted = true;
@@ -360,6 +362,7 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
             )));
         };
         let mut record = Record::new(id.clone());
+        record.set_etag(etag);
         for (name, field) in fields {
             record.insert(name.into_owned(), field);
         }
