@@ -2,8 +2,8 @@
 //! requests against a wiremock stand-in.
 
 use d365_connector::{
-    AccessToken, AttributeMetadata, AttributeType, Connection, DataverseClient, EntityMetadata,
-    EntitySummary, ErrorKind, MetadataOptions, RetryPolicy, StaticTokenAuthorizer,
+    AccessToken, AttributeMetadata, AttributeType, ClientOptions, Connection, DataverseClient,
+    EntityMetadata, EntitySummary, ErrorKind, MetadataOptions, RetryPolicy, StaticTokenAuthorizer,
 };
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -299,12 +299,12 @@ fn client(server: &MockServer) -> DataverseClient {
         .with_authority(server.uri())
         .build()
         .unwrap();
-    DataverseClient::new(
+    DataverseClient::with_options(
         connection,
         Arc::new(StaticTokenAuthorizer::new(AccessToken::new("t"))),
+        ClientOptions::default().with_retry_policy(RetryPolicy::disabled()),
     )
     .unwrap()
-    .with_retry_policy(RetryPolicy::disabled())
 }
 
 /// Answers every request no other mock matched with a loud 418 and fails the test on drop.

@@ -3,9 +3,9 @@
 //! file, each asserting what a caller reads out of it.
 
 use d365_connector::{
-    AccessToken, AttributeMetadata, AttributeType, Connection, DataverseClient, EntityMetadata,
-    ErrorKind, Record, RecordChange, RecordDecoder, RetryPolicy, StaticTokenAuthorizer, Value,
-    who_am_i,
+    AccessToken, AttributeMetadata, AttributeType, ClientOptions, Connection, DataverseClient,
+    EntityMetadata, ErrorKind, Record, RecordChange, RecordDecoder, RetryPolicy,
+    StaticTokenAuthorizer, Value, who_am_i,
 };
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -373,12 +373,12 @@ async fn who_am_i_reads_the_recorded_response() {
         .with_authority(server.uri())
         .build()
         .unwrap();
-    let client = DataverseClient::new(
+    let client = DataverseClient::with_options(
         connection,
         Arc::new(StaticTokenAuthorizer::new(AccessToken::new("t"))),
+        ClientOptions::default().with_retry_policy(RetryPolicy::disabled()),
     )
-    .unwrap()
-    .with_retry_policy(RetryPolicy::disabled());
+    .unwrap();
 
     let me = who_am_i(&client).await.unwrap();
     assert_eq!(me.user_id, "00000000-0000-0000-0000-000000000002");

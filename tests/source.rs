@@ -1,9 +1,9 @@
 //! EntitySource: streamed reads, checkpoints, incremental reads, decoding of real payloads.
 
 use d365_connector::{
-    AccessToken, Checkpoint, Connection, DataverseClient, EntityMetadata, EntitySource, ErrorKind,
-    Field, Filter, FilterValue, Number, Page, PageCounts, ReadMode, RecordChange, RecordDecoder,
-    RetryPolicy, StaticTokenAuthorizer, Url, Value,
+    AccessToken, Checkpoint, ClientOptions, Connection, DataverseClient, EntityMetadata,
+    EntitySource, ErrorKind, Field, Filter, FilterValue, Number, Page, PageCounts, ReadMode,
+    RecordChange, RecordDecoder, RetryPolicy, StaticTokenAuthorizer, Url, Value,
 };
 use futures::{StreamExt, TryStreamExt};
 use std::sync::Arc;
@@ -147,12 +147,12 @@ fn client(server: &MockServer) -> DataverseClient {
         .with_authority(server.uri())
         .build()
         .unwrap();
-    DataverseClient::new(
+    DataverseClient::with_options(
         connection,
         Arc::new(StaticTokenAuthorizer::new(AccessToken::new("t"))),
+        ClientOptions::default().with_retry_policy(RetryPolicy::disabled()),
     )
     .unwrap()
-    .with_retry_policy(RetryPolicy::disabled())
 }
 
 /// Matches a request whose query is exactly `query`, byte for byte (no decoding).
@@ -594,6 +594,12 @@ async fn a_next_link_to_another_origin_is_refused_with_no_request_to_it() {
     let error = pages.try_next().await.unwrap_err();
     assert_eq!(error.kind(), ErrorKind::Protocol);
     assert!(error.to_string().contains(&foreign.uri()), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains(&format!("not the instance `{}`", server.uri())),
+        "the instance is named with its port: {error}"
+    );
     assert!(!error.to_string().contains("stolen"), "{error}");
     assert!(
         pages.next().await.is_none(),
@@ -807,8 +813,16 @@ async fn change_tracking_cannot_be_filtered_but_auto_falls_back_to_the_watermark
 // ---------------------------------------------------------------------------------------------
 // modifiedon watermark
 
+/// A row as Dataverse sends it in a `modified_on` read: its etag (version 1 unless given),
+/// id, name and `modifiedon`.
 fn stamped_row(id: &str, modified_on: &str) -> String {
-    format!(r#"{{"accountid":"{id}","name":"n","modifiedon":"{modified_on}"}}"#)
+    versioned_row(id, modified_on, 1)
+}
+
+fn versioned_row(id: &str, modified_on: &str, version: u32) -> String {
+    format!(
+        r#"{{"@odata.etag":"W/\"{version}\"","accountid":"{id}","name":"n","modifiedon":"{modified_on}"}}"#
+    )
 }
 
 #[tokio::test]
@@ -843,12 +857,12 @@ async fn the_modifiedon_watermark_keeps_records_that_share_the_boundary_second()
     );
     let stored = serde_json::to_value(checkpoint).unwrap();
     assert_eq!(
-        stored["position"]["watermark"]["ids"],
-        serde_json::json!([guid(2), guid(3)])
+        stored["position"]["watermark"]["seen"],
+        serde_json::json!({guid(2): "W/\"1\"", guid(3): "W/\"1\""})
     );
 
-    // The next read starts AT the boundary second: 2 and 3 come again and are skipped, 4 shares
-    // the second but is new, 5 is later. The boundary spans two pages.
+    // The next read starts AT the boundary second: 2 and 3 come again and are skipped (same
+    // version), 4 shares the second but is new, 5 is later. The boundary spans two pages.
     let link = format!(
         "{}{API}/accounts?$select=accountid,name,modifiedon&$skiptoken=p2",
         server.uri()
@@ -887,7 +901,7 @@ async fn the_modifiedon_watermark_keeps_records_that_share_the_boundary_second()
     let end = serde_json::to_value(&second[1].checkpoint).unwrap();
     assert_eq!(
         end["position"]["watermark"],
-        serde_json::json!({"modified_on": "2024-06-12T10:00:07Z", "ids": [guid(5)]})
+        serde_json::json!({"modified_on": "2024-06-12T10:00:07Z", "seen": {guid(5): "W/\"1\""}})
     );
 }
 
@@ -908,7 +922,7 @@ async fn a_record_modified_again_at_a_later_time_is_not_skipped() {
     .await;
     let checkpoint: Checkpoint = serde_json::from_value(serde_json::json!({
         "version": 1, "entity": "account", "mode": "modified_on", "columns": [], "filter": null,
-        "position": {"state": "watermark", "watermark": {"modified_on": "2024-06-12T10:00:05Z", "ids": [guid(2), guid(3)]}}
+        "position": {"state": "watermark", "watermark": {"modified_on": "2024-06-12T10:00:05Z", "seen": {guid(2): "W/\"1\"", guid(3): "W/\"1\""}}}
     }))
     .unwrap();
     let pages = collect(
@@ -916,6 +930,48 @@ async fn a_record_modified_again_at_a_later_time_is_not_skipped() {
     )
     .await;
     assert_eq!(ids(&pages[0]), [guid(2)]);
+}
+
+#[tokio::test]
+async fn a_record_changed_again_within_the_watermark_second_is_returned() {
+    let server = server().await;
+    page(
+        &server,
+        "accounts",
+        "$select=accountid,modifiedon&$filter=modifiedon%20ge%202024-06-12T10:00:05Z&$orderby=modifiedon%20asc,accountid%20asc",
+        format!(
+            r#"{{"value":[{},{}]}}"#,
+            versioned_row(&guid(2), "2024-06-12T10:00:05Z", 1),
+            versioned_row(&guid(3), "2024-06-12T10:00:05Z", 2),
+        ),
+        2,
+    )
+    .await;
+    let resume = |watermark: serde_json::Value| {
+        let checkpoint: Checkpoint = serde_json::from_value(serde_json::json!({
+            "version": 1, "entity": "account", "mode": "modified_on", "columns": [], "filter": null,
+            "position": {"state": "watermark", "watermark": watermark}
+        }))
+        .unwrap();
+        EntitySource::new(client(&server), account_metadata(false)).resume_from(checkpoint)
+    };
+
+    let pages = collect(resume(serde_json::json!({
+        "modified_on": "2024-06-12T10:00:05Z", "seen": {guid(2): "W/\"1\"", guid(3): "W/\"1\""}
+    })))
+    .await;
+    assert_eq!(
+        ids(&pages[0]),
+        [guid(3)],
+        "3 has a new version within the same second"
+    );
+
+    // A checkpoint written by 0.1 knows ids without versions: they are returned again.
+    let pages = collect(resume(serde_json::json!({
+        "modified_on": "2024-06-12T10:00:05Z", "ids": [guid(2), guid(3)]
+    })))
+    .await;
+    assert_eq!(ids(&pages[0]), [guid(2), guid(3)]);
 }
 
 #[tokio::test]
@@ -932,7 +988,7 @@ async fn auto_mode_keeps_the_mode_of_the_checkpoint_it_resumes() {
     .await;
     let checkpoint: Checkpoint = serde_json::from_value(serde_json::json!({
         "version": 1, "entity": "account", "mode": "modified_on", "columns": [], "filter": null,
-        "position": {"state": "watermark", "watermark": {"modified_on": "2024-06-12T10:00:05Z", "ids": []}}
+        "position": {"state": "watermark", "watermark": {"modified_on": "2024-06-12T10:00:05Z", "seen": {}}}
     }))
     .unwrap();
     let pages =
@@ -1309,4 +1365,57 @@ async fn a_page_that_links_to_itself_stops_the_read_instead_of_looping() {
     assert!(error.to_string().contains("links to itself"), "{error}");
     assert!(!error.to_string().contains("skiptoken"), "{error}");
     assert!(pages.try_next().await.unwrap().is_none(), "the stream ends");
+}
+
+/// Pages 1 to `last` of two accounts each, page `n` linking to page `n + 1` and the last page
+/// linking back to page `back_to`: a cycle of length `last - back_to + 1`. Each page may be
+/// requested once.
+async fn mount_cycle(server: &MockServer, last: u32, back_to: u32) {
+    for number in 1..=last {
+        let query = if number == 1 {
+            "$select=accountid,name,_primarycontactid_value".to_owned()
+        } else {
+            query_of(&next_link(server, number)).to_owned()
+        };
+        let next = next_link(server, if number == last { back_to } else { number + 1 });
+        page(
+            server,
+            "accounts",
+            &query,
+            format!(
+                r#"{{"@odata.context":"x","value":[{}],"@odata.nextLink":"{next}"}}"#,
+                account_row(&guid(number), "A")
+            ),
+            1,
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn a_next_link_cycle_ends_the_read_with_an_error_naming_the_link() {
+    for (last, back_to) in [(3, 2), (4, 2)] {
+        let server = server().await;
+        mount_cycle(&server, last, back_to).await;
+
+        let mut pages = three_page_source(&server).pages();
+        for number in 1..last {
+            assert_eq!(pages.try_next().await.unwrap().unwrap().number, number);
+        }
+        let error = pages.try_next().await.unwrap_err();
+
+        assert_eq!(error.kind(), ErrorKind::Protocol);
+        let message = error.to_string();
+        assert!(
+            message.contains(&format!("page {last} of `account` links back to a page")),
+            "{message}"
+        );
+        assert!(
+            message
+                .contains("/api/data/v9.2/accounts?$select=accountid,name,_primarycontactid_value"),
+            "names the link: {message}"
+        );
+        assert!(!message.contains("cookie"), "no skiptoken value: {message}");
+        assert!(pages.try_next().await.unwrap().is_none(), "the stream ends");
+    }
 }

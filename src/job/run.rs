@@ -139,6 +139,7 @@ impl SyncJob {
             seen: None,
         };
         let started_at = Utc::now();
+        let throttling_before = client.throttle_stats();
         let mut ending = run
             .read_all(client, &metadata, options.checkpoint.clone())
             .await;
@@ -165,6 +166,7 @@ impl SyncJob {
             }
             Ok(Ending::Finished) => SyncStatus::PartialSuccess,
         };
+        let throttling = client.throttle_stats().since(&throttling_before);
         Ok(SyncReport {
             job: self.name.clone(),
             status,
@@ -175,6 +177,8 @@ impl SyncJob {
             full_resync: run.full_resync,
             resync_reason,
             warnings,
+            throttled: throttling.refused(),
+            throttled_for: throttling.paused,
             error: ending.err().map(|e| e.to_string()),
             checkpoint: run.checkpoint,
         })

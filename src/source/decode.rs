@@ -305,6 +305,7 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
                         let context: Cow<'de, str> = map.next_value::<Key<'de>>()?.0;
                         row.deleted |= context.ends_with("$deletedEntity");
                     }
+                    "@odata.etag" => row.etag = map.next_value::<Option<String>>()?,
                     "@removed" | "@odata.removed" => {
                         map.next_value::<IgnoredAny>()?;
                         row.deleted = true;
@@ -358,6 +359,8 @@ struct Row<'de> {
     deleted: bool,
     /// An `@odata.id` was seen.
     reference: bool,
+    /// The row's version (`@odata.etag`).
+    etag: Option<String>,
 }
 
 impl<'de> Row<'de> {
@@ -433,6 +436,7 @@ impl<'de> Row<'de> {
             None => return Err(format!("record {position} has no primary id `{primary}`")),
         };
         let mut record = Record::new(id);
+        record.set_etag(self.etag);
         for (name, field) in self.fields {
             record.insert(name.into_owned(), field);
         }
