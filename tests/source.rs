@@ -1214,6 +1214,24 @@ async fn with_count_asks_for_the_count_and_the_page_carries_what_dataverse_count
     assert_eq!(counts.total_record_count, Some(5000));
     assert_eq!(counts.total_record_count_limit_exceeded, Some(true));
     assert_eq!(pages[1].counts, PageCounts::default(), "not on this page");
+    let prefer: Vec<String> = requests(&server)
+        .await
+        .iter()
+        .map(|r| {
+            r.headers
+                .get("prefer")
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(prefer.len(), 2);
+    assert!(
+        prefer.iter().all(|p| p
+            == "odata.maxpagesize=5000,odata.include-annotations=\"Microsoft.Dynamics.CRM.totalrecordcount,Microsoft.Dynamics.CRM.totalrecordcountlimitexceeded\""),
+        "{prefer:?}"
+    );
 }
 
 #[tokio::test]

@@ -296,6 +296,7 @@ impl EntitySource {
             max_page_size: Some(self.page_size),
             formatted_values: self.formatted_values,
             lookup_tables: self.lookup_tables,
+            total_count: self.count,
             track_changes: mode == ReadMode::ChangeTracking,
         };
         let base = Checkpoint {
