@@ -49,8 +49,8 @@ pub use sink::{
     JsonLinesSink, KeySet, MemorySink, Operation, RecordSink, WriteFailure, WriteResult,
 };
 pub use source::{
-    Checkpoint, DEFAULT_PAGE_SIZE, EntitySource, MAX_PAGE_SIZE, Page, PageCounts, ReadMode,
-    RecordChange, RecordDecoder,
+    Checkpoint, DEFAULT_PAGE_SIZE, EntitySource, MAX_AUTO_PARALLELISM, MAX_PAGE_SIZE, Page,
+    PageCounts, Parallelism, Partition, ReadMode, RecordChange, RecordDecoder,
 };
 pub use transport::{
     ClientOptions, Clock, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONCURRENCY,

@@ -12,7 +12,7 @@ use crate::connection::Connection;
 use crate::error::{Error, Result};
 use crate::mapping::{MappingSet, TargetFieldType};
 use crate::metadata::EntityMetadata;
-use crate::source::{MAX_PAGE_SIZE, ReadMode};
+use crate::source::{MAX_PAGE_SIZE, Parallelism, ReadMode};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -64,6 +64,11 @@ pub struct SourceSpec {
     /// Records per page (`Prefer: odata.maxpagesize`). Default: 5000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub page_size: Option<u32>,
+    /// How many partitions a first read (a full read, the first read of an incremental job)
+    /// runs at once: `"auto"` (follow the server's `x-ms-dop-hint`, at most 16) or a number
+    /// (`1`: one sequential read). Default: `auto`.
+    #[serde(default)]
+    pub parallelism: Parallelism,
 }
 
 /// What a job does with records deleted in Dynamics.

@@ -264,6 +264,7 @@ impl Run<'_> {
         let mut source = EntitySource::new(client.clone(), metadata.clone())
             .with_columns(self.mapping.source_columns())
             .with_mode(spec.incremental)
+            .with_parallelism(spec.parallelism)
             .with_formatted_values(self.mapping.needs_formatted_values())
             .with_lookup_tables(self.mapping.needs_lookup_annotations());
         if let Some(filter) = &spec.filter {

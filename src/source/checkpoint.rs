@@ -1,5 +1,6 @@
 //! Where a read stands, as JSON a host stores between runs.
 
+use super::partition::Partition;
 use crate::value::Record;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -91,7 +92,10 @@ impl Checkpoint {
     /// Whether the read that produced this checkpoint has finished (no page left to fetch).
     /// The next read from it is an incremental one (or, in full mode, a new full read).
     pub fn is_finished(&self) -> bool {
-        !matches!(self.position, Position::Reading { .. })
+        !matches!(
+            self.position,
+            Position::Reading { .. } | Position::Partitioned(_)
+        )
     }
 
     /// The delta link the next change-tracking read follows, once a change-tracking read has
@@ -117,6 +121,7 @@ impl Checkpoint {
         match &self.position {
             Position::Watermark { watermark } => watermark.as_ref().map(|w| w.modified_on),
             Position::Reading { reached, .. } => reached.as_ref().map(|w| w.modified_on),
+            Position::Partitioned(progress) => progress.since,
             _ => None,
         }
     }
@@ -163,6 +168,46 @@ pub(crate) enum Position {
     },
     /// A full read finished.
     Complete,
+    /// A partitioned first read is unfinished.
+    Partitioned(Progress),
+}
+
+/// Where a partitioned read stands: the ranges still to read, each from the last id returned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Progress {
+    /// The unfinished ranges.
+    pub partitions: Vec<Partition>,
+    /// `change_tracking`: where the ids-only tracking read stands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracking: Option<Tracking>,
+    /// `modified_on`: the watermark the next read starts from once this one is done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<DateTime<Utc>>,
+    /// Pages of this read already returned.
+    pub pages: u32,
+    /// A worker's share of a [`ReadPlan`](crate::ReadPlan): it reads its ranges only, and
+    /// leaves the tracking read and the final checkpoint to the plan's finishing step.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub worker: bool,
+}
+
+/// Where the ids-only change-tracking read of a partitioned read stands.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Tracking {
+    /// Unfinished: the next page's link.
+    NextLink(String),
+    /// Finished: the delta link the next read follows.
+    DeltaLink(String),
+}
+
+impl fmt::Debug for Tracking {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Tracking::NextLink(link) => write!(f, "NextLink({})", without_query(link)),
+            Tracking::DeltaLink(link) => write!(f, "DeltaLink({})", without_query(link)),
+        }
+    }
 }
 
 impl fmt::Debug for Position {
@@ -189,6 +234,7 @@ impl fmt::Debug for Position {
                 .field("watermark", watermark)
                 .finish(),
             Position::Complete => f.write_str("Complete"),
+            Position::Partitioned(progress) => progress.fmt(f),
         }
     }
 }

@@ -5,6 +5,7 @@ use super::MODIFIED_ON;
 use super::checkpoint::{CHECKPOINT_VERSION, Checkpoint, Position, ReadMode, Watermark};
 use super::decode::RecordDecoder;
 use super::page::{Page, RecordChange};
+use super::parallel::Shape;
 use crate::client::{DataverseClient, Prefer};
 use crate::error::{Error, ErrorKind, Result};
 use crate::metadata::EntityMetadata;
@@ -68,6 +69,22 @@ impl Reader {
             since: None,
             reached: None,
             followed: HashSet::new(),
+        }
+    }
+
+    /// What a partitioned read of the same table, columns and filter shares: the reader's
+    /// client, decoder and preferences (without change tracking), and `$select`.
+    pub fn into_shape(self, select: String) -> Shape {
+        Shape {
+            client: self.client,
+            decoder: self.decoder,
+            prefer: Prefer {
+                track_changes: false,
+                ..self.prefer
+            },
+            select,
+            filter: self.base.filter.clone(),
+            base: self.base,
         }
     }
 
@@ -140,7 +157,7 @@ impl Reader {
             ));
         }
         let consistent = match (&checkpoint.position, base.mode) {
-            (Position::Reading { .. }, _) => true,
+            (Position::Reading { .. } | Position::Partitioned(_), _) => true,
             (Position::Delta { .. }, ReadMode::ChangeTracking) => true,
             (Position::Watermark { .. }, ReadMode::ModifiedOn) => true,
             (Position::Complete, ReadMode::Full) => true,

@@ -4,16 +4,20 @@ mod checkpoint;
 mod decode;
 mod incremental;
 mod page;
+mod parallel;
+mod partition;
+mod sql_order;
 
 pub use checkpoint::{Checkpoint, ReadMode};
 pub use decode::RecordDecoder;
 pub use page::{Page, PageCounts, RecordChange};
+pub use partition::{MAX_AUTO_PARALLELISM, Parallelism, Partition};
 
 use crate::client::{DataverseClient, Prefer};
 use crate::error::{Error, ErrorKind, Result};
 use crate::filter::{Filter, FilterValue, encode_query_value, is_identifier, printable};
 use crate::metadata::EntityMetadata;
-use checkpoint::{CHECKPOINT_VERSION, Position, Watermark};
+use checkpoint::{CHECKPOINT_VERSION, Position, Progress, Watermark};
 use futures::{Stream, StreamExt};
 use incremental::Reader;
 use std::collections::BTreeSet;
@@ -86,6 +90,7 @@ pub struct EntitySource {
     lookup_tables: bool,
     count: bool,
     mode: ReadMode,
+    parallelism: Parallelism,
     checkpoint: Option<Checkpoint>,
 }
 
@@ -103,6 +108,7 @@ impl EntitySource {
             lookup_tables: false,
             count: false,
             mode: ReadMode::Auto,
+            parallelism: Parallelism::Fixed(1),
             checkpoint: None,
         }
     }
@@ -177,6 +183,21 @@ impl EntitySource {
         self
     }
 
+    /// Reads a table's first read (a full read, or the first read of a change-tracking or
+    /// `modified_on` source) as several concurrent partitions: contiguous ranges of primary
+    /// ids in SQL Server's order that together cover the table exactly once, split again
+    /// whenever one finishes early. Default: `Fixed(1)`, one sequential read.
+    ///
+    /// Pages then arrive in no particular order, and only their checkpoints say where the read
+    /// stands: a resumed read continues every unfinished range and reads no finished one
+    /// again. Incremental reads (a delta or watermark checkpoint) stay sequential. The client's
+    /// throttle governor keeps the partitions within Dataverse's limits.
+    #[must_use]
+    pub fn with_parallelism(mut self, parallelism: Parallelism) -> Self {
+        self.parallelism = parallelism;
+        self
+    }
+
     /// Continues from a checkpoint a previous read returned (possibly in another process):
     /// the rest of an unfinished read, or the next incremental read after a finished one.
     ///
@@ -209,28 +230,30 @@ impl EntitySource {
     pub fn pages(self) -> impl Stream<Item = Result<Page>> + Send + Unpin + 'static {
         enum State {
             Configured(Box<EntitySource>),
-            Reading(Box<Reader>),
+            Reading(Box<Read>),
             Finished,
         }
         futures::stream::try_unfold(State::Configured(Box::new(self)), |state| async move {
-            let mut reader = match state {
-                State::Configured(source) => Box::new(source.plan()?),
-                State::Reading(reader) => reader,
+            let mut read = match state {
+                State::Configured(source) => Box::new(source.plan()?.open().await?),
+                State::Reading(read) => read,
                 State::Finished => return Ok(None),
             };
-            let page = reader.next_page().await?;
+            let Some(page) = read.next_page().await? else {
+                return Ok(None);
+            };
             let next = if page.last {
                 State::Finished
             } else {
-                State::Reading(reader)
+                State::Reading(read)
             };
             Ok(Some((page, next)))
         })
         .boxed()
     }
 
-    /// Checks the setup and works out the first request.
-    fn plan(self) -> Result<Reader> {
+    /// Checks the setup and works out how the read starts.
+    fn plan(self) -> Result<Plan> {
         let metadata = Arc::clone(&self.metadata);
         let primary = metadata.primary_id_attribute();
         let entity_set = metadata.entity_set_name();
@@ -313,6 +336,22 @@ impl EntitySource {
             Some(checkpoint) => Some(reader.check_checkpoint(checkpoint)?),
             None => None,
         };
+        let partitioned = match &position {
+            Some(Position::Partitioned(_)) => true,
+            _ if self.parallelism.is_sequential() => false,
+            None | Some(Position::Complete) => true,
+            Some(_) => false,
+        };
+        if partitioned {
+            return Ok(Plan::Partitioned(
+                Box::new(reader.into_shape(select.join(","))),
+                self.parallelism,
+                match position {
+                    Some(Position::Partitioned(progress)) => Some(progress),
+                    _ => None,
+                },
+            ));
+        }
         match position {
             Some(Position::Reading {
                 next_link,
@@ -331,12 +370,12 @@ impl EntitySource {
                 let url = first_url(&reader, &select, watermark.as_ref(), self.count)?;
                 reader.continue_at(url, 0, watermark.clone(), watermark);
             }
-            Some(Position::Complete) | None => {
+            Some(Position::Complete | Position::Partitioned(_)) | None => {
                 let url = first_url(&reader, &select, None, self.count)?;
                 reader.continue_at(url, 0, None, None);
             }
         }
-        Ok(reader)
+        Ok(Plan::Sequential(Box::new(reader)))
     }
 
     /// Picks the mode for this read.
@@ -378,6 +417,39 @@ impl EntitySource {
                 "`{table}` has no `modifiedon` column, so it cannot be read incrementally by watermark; use the full mode"
             ))),
             ReadMode::ModifiedOn => Ok(ReadMode::ModifiedOn),
+        }
+    }
+}
+
+/// How a read starts: one reader following links, or ranges read in parallel.
+enum Plan {
+    Sequential(Box<Reader>),
+    Partitioned(Box<parallel::Shape>, Parallelism, Option<Progress>),
+}
+
+impl Plan {
+    /// Sends what must be known before the first page (for partitions: the id range).
+    async fn open(self) -> Result<Read> {
+        Ok(match self {
+            Plan::Sequential(reader) => Read::Sequential(reader),
+            Plan::Partitioned(shape, parallelism, start) => Read::Partitioned(Box::new(
+                parallel::PartitionedRead::begin(*shape, parallelism, start).await?,
+            )),
+        })
+    }
+}
+
+/// A read in progress.
+enum Read {
+    Sequential(Box<Reader>),
+    Partitioned(Box<parallel::PartitionedRead>),
+}
+
+impl Read {
+    async fn next_page(&mut self) -> Result<Option<Page>> {
+        match self {
+            Read::Sequential(reader) => reader.next_page().await.map(Some),
+            Read::Partitioned(read) => read.next_page().await,
         }
     }
 }

@@ -60,7 +60,7 @@ pub struct Page {
 /// `count` comes with `$count=true` ([`EntitySource::with_count`](crate::EntitySource::with_count)).
 /// Dataverse counts at most 5,000 rows (500 for elastic tables); the two
 /// `total_record_count` annotations, which say whether more rows match, come only when the
-/// request's `Prefer` header asks for them, which `EntitySource` does not send yet.
+/// request's `Prefer` header asks for them, as `with_count` does.
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PageCounts {

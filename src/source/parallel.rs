@@ -1,0 +1,599 @@
+//! A partitioned read: the first read of a table as several concurrent ranges of primary ids,
+//! split again whenever a slot runs out of work, with a checkpoint that resumes every
+//! unfinished range.
+//!
+//! Each range is read in id order with keyset queries (`$filter=<id> gt <last read> and <id> le
+//! <upto>&$orderby=<id>`), so a range can be cut short at any time: a slot that finishes early
+//! takes the upper half of the range with the most work left. For change tracking, an ids-only
+//! change-tracking read of the whole table starts first and runs alongside: its delta link covers
+//! every change made after the data read began. For `modified_on`, the watermark is the latest
+//! `modifiedon` before the read began.
+
+use super::MODIFIED_ON;
+use super::checkpoint::{Checkpoint, Position, Progress, ReadMode, Tracking, Watermark};
+use super::decode::RecordDecoder;
+use super::incremental::Reader;
+use super::page::{Page, PageCounts, RecordChange};
+use super::partition::{Bounds, Parallelism, Partition};
+use super::sql_order::SqlGuid;
+use crate::client::{DataverseClient, Prefer};
+use crate::error::{Error, Result};
+use crate::filter::encode_query_value;
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, StreamExt};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use url::Url;
+
+/// What every request of the read shares.
+pub(super) struct Shape {
+    pub client: DataverseClient,
+    pub decoder: RecordDecoder,
+    /// The data pages' preferences (never change tracking).
+    pub prefer: Prefer,
+    /// `$select`, joined.
+    pub select: String,
+    /// The user's filter, rendered.
+    pub filter: Option<String>,
+    /// The checkpoint fields that do not change during the read.
+    pub base: Checkpoint,
+}
+
+impl Shape {
+    fn primary(&self) -> &str {
+        self.decoder.metadata().primary_id_attribute()
+    }
+
+    /// `<set>?$select=..&$filter=..&$orderby=..`, the filter being the user's and `extra`.
+    fn url(&self, select: &str, extra: Option<String>, orderby: &str) -> Result<Url> {
+        let mut query = String::from("$select=");
+        encode_query_value(select, &mut query);
+        let filter = match (&self.filter, extra) {
+            (Some(user), Some(extra)) => Some(format!("({user}) and ({extra})")),
+            (user, extra) => extra.or_else(|| user.clone()),
+        };
+        if let Some(filter) = filter {
+            query.push_str("&$filter=");
+            encode_query_value(&filter, &mut query);
+        }
+        query.push_str("&$orderby=");
+        encode_query_value(orderby, &mut query);
+        let set = self.decoder.metadata().entity_set_name();
+        self.client.web_api_url(&format!("{set}?{query}"))
+    }
+
+    /// The first value of `column` among the rows `extra` selects, in the order `orderby`,
+    /// from a one-row page.
+    async fn first_value(
+        &self,
+        column: &str,
+        extra: Option<String>,
+        orderby: &str,
+    ) -> Result<Option<String>> {
+        let url = self.url(column, extra, orderby)?;
+        let prefer = Prefer {
+            max_page_size: Some(1),
+            ..Prefer::default()
+        };
+        let response = self.client.get(&url, &prefer).await?;
+        #[derive(serde::Deserialize)]
+        struct Rows {
+            value: Vec<BTreeMap<String, serde_json::Value>>,
+        }
+        let rows: Rows = serde_json::from_slice(&response.body).map_err(|e| {
+            Error::decode(format!(
+                "the answer to GET {} is not a page of rows ({e})",
+                url.path()
+            ))
+        })?;
+        Ok(rows
+            .value
+            .first()
+            .and_then(|row| row.get(column))
+            .and_then(|value| value.as_str())
+            .map(str::to_owned))
+    }
+
+    /// The smallest (`last`: largest) primary id in `bounds`, if any.
+    async fn edge_id(&self, bounds: Bounds, last: bool) -> Result<Option<SqlGuid>> {
+        let primary = self.primary();
+        let order = if last { "desc" } else { "asc" };
+        self.first_value(
+            primary,
+            bounds.filter(primary),
+            &format!("{primary} {order}"),
+        )
+        .await?
+        .map(|id| parse_id(&id))
+        .transpose()
+    }
+
+    /// The smallest and largest primary id in `bounds`, if any.
+    async fn id_range(&self, bounds: Bounds) -> Result<Option<(SqlGuid, SqlGuid)>> {
+        match self.edge_id(bounds, false).await? {
+            Some(first) => Ok(self.edge_id(bounds, true).await?.map(|last| (first, last))),
+            None => Ok(None),
+        }
+    }
+
+    /// The latest `modifiedon` before the read begins.
+    async fn latest_modified_on(&self) -> Result<Option<DateTime<Utc>>> {
+        let text = self
+            .first_value(MODIFIED_ON, None, &format!("{MODIFIED_ON} desc"))
+            .await?;
+        text.map(|t| {
+            DateTime::parse_from_rfc3339(&t)
+                .map(|d| d.with_timezone(&Utc))
+                .map_err(|e| Error::decode(format!("`{MODIFIED_ON}` `{t}` is not a date ({e})")))
+        })
+        .transpose()
+    }
+
+    /// One page of the range `bounds`, in id order.
+    async fn fetch(self: Arc<Self>, bounds: Bounds) -> Result<Fetched> {
+        let primary = self.primary();
+        let url = self.url(
+            &self.select,
+            bounds.filter(primary),
+            &format!("{primary} asc"),
+        )?;
+        let response = self.client.get(&url, &self.prefer).await?;
+        let decoded = self.decoder.decode_page(&response.body).map_err(|e| {
+            Error::decode(format!(
+                "a page of `{}` could not be decoded: {e}",
+                self.base.entity
+            ))
+        })?;
+        Ok(Fetched {
+            changes: decoded.changes,
+            more: decoded.next_link.is_some(),
+            counts: decoded.counts,
+        })
+    }
+}
+
+fn parse_id(text: &str) -> Result<SqlGuid> {
+    SqlGuid::parse(text).ok_or_else(|| {
+        Error::decode(format!(
+            "the primary id `{text}` is not a uniqueidentifier, so the table cannot be read in partitions; read it with parallelism 1"
+        ))
+    })
+}
+
+/// One page of a range.
+struct Fetched {
+    changes: Vec<RecordChange>,
+    /// Whether the server had more rows after this page.
+    more: bool,
+    counts: PageCounts,
+}
+
+/// A range still being read.
+struct Active {
+    key: u64,
+    bounds: Bounds,
+    /// Where the range started in this process, and the rows read since: its density.
+    started_after: Option<SqlGuid>,
+    rows: u64,
+    fetching: bool,
+}
+
+/// What finished in the background.
+enum Done {
+    Data {
+        key: u64,
+        result: Result<Fetched>,
+    },
+    Tracking {
+        reader: Box<Reader>,
+        result: Result<Page>,
+    },
+}
+
+/// Where the ids-only change-tracking read stands.
+enum TrackingRead {
+    /// Not a change-tracking read.
+    None,
+    /// Between two pages.
+    Idle(Box<Reader>),
+    /// A page is being fetched.
+    Running,
+    /// Finished.
+    Finished,
+}
+
+/// A partitioned read in progress.
+pub(super) struct PartitionedRead {
+    shape: Arc<Shape>,
+    slots: usize,
+    active: Vec<Active>,
+    next_key: u64,
+    fetches: FuturesUnordered<BoxFuture<'static, Done>>,
+    tracking: TrackingRead,
+    /// The tracking read's next link, or its delta link once finished.
+    tracking_link: Option<Tracking>,
+    /// `modified_on`: the watermark the next read starts from.
+    since: Option<DateTime<Utc>>,
+    /// The smallest and largest id at the start, for weighing ranges.
+    span: Option<(SqlGuid, SqlGuid)>,
+    pages: u32,
+    /// Ids the tracking read returned: the table's exact record count.
+    tracked_ids: u64,
+    /// A worker's share of a plan: no tracking read, no final checkpoint of its own.
+    worker: bool,
+    finished: bool,
+}
+
+impl PartitionedRead {
+    /// Begins the read: the tracking read's first page, the watermark, the id range.
+    pub async fn begin(
+        shape: Shape,
+        parallelism: Parallelism,
+        start: Option<Progress>,
+    ) -> Result<Self> {
+        let shape = Arc::new(shape);
+        let fresh = start.is_none();
+        let start = start.unwrap_or(Progress {
+            partitions: vec![Partition::whole()],
+            tracking: None,
+            since: None,
+            pages: 0,
+            worker: false,
+        });
+        let mut read = PartitionedRead {
+            slots: 1,
+            active: Vec::new(),
+            next_key: 0,
+            fetches: FuturesUnordered::new(),
+            tracking: TrackingRead::None,
+            tracking_link: None,
+            since: start.since,
+            span: None,
+            pages: start.pages,
+            tracked_ids: 0,
+            worker: start.worker,
+            finished: false,
+            shape,
+        };
+        for partition in &start.partitions {
+            read.add(partition.bounds()?);
+        }
+        if read.shape.base.mode == ReadMode::ChangeTracking && !read.worker {
+            read.tracking = read.start_tracking(start.tracking).await?;
+        }
+        if fresh && read.shape.base.mode == ReadMode::ModifiedOn {
+            read.since = read.shape.latest_modified_on().await?;
+        }
+        read.span = read.shape.id_range(Bounds::WHOLE).await?;
+        // After the first answers, the client knows the server's x-ms-dop-hint.
+        read.slots = parallelism.slots(read.shape.client.concurrency_limit());
+        if fresh {
+            read.divide(read.slots).await?;
+        }
+        Ok(read)
+    }
+
+    /// Divides a fresh read into up to `count` ranges whose bounds come from the data: each
+    /// split halves the widest range between its first and last actual id, and the halves'
+    /// own first and last ids are looked up (two one-row requests), so no range is empty and
+    /// the table's clusters of ids end up apart.
+    pub async fn divide(&mut self, count: usize) -> Result<()> {
+        let Some((first, last)) = self.span else {
+            return Ok(());
+        };
+        let mut pieces = vec![(Bounds::WHOLE, first, last)];
+        while pieces.len() < count {
+            let widest = pieces
+                .iter()
+                .enumerate()
+                .filter(|(_, (_, lo, hi))| lo < hi)
+                .max_by(|a, b| (a.1.1.distance_to(a.1.2)).total_cmp(&b.1.1.distance_to(b.1.2)));
+            let Some((index, &(bounds, lo, hi))) = widest else {
+                break;
+            };
+            let (lower, upper) = bounds.split_at(lo.midpoint(hi));
+            let lower_last = self.shape.edge_id(lower, true).await?.unwrap_or(lo);
+            let upper_first = self.shape.edge_id(upper, false).await?.unwrap_or(hi);
+            pieces[index] = (lower, lo, lower_last);
+            pieces.insert(index + 1, (upper, upper_first, hi));
+        }
+        self.active.clear();
+        for (bounds, _, _) in pieces {
+            self.add(bounds);
+        }
+        Ok(())
+    }
+
+    /// The ids-only change-tracking read, begun (its first page read) before any data page.
+    async fn start_tracking(&mut self, stored: Option<Tracking>) -> Result<TrackingRead> {
+        let shape = &self.shape;
+        let prefer = Prefer {
+            max_page_size: Some(super::MAX_PAGE_SIZE),
+            track_changes: true,
+            ..Prefer::default()
+        };
+        let mut reader = Reader::new(
+            shape.client.clone(),
+            RecordDecoder::new(Arc::clone(shape.decoder.metadata())),
+            prefer,
+            Checkpoint {
+                columns: Vec::new(),
+                ..shape.base.clone()
+            },
+        );
+        match stored {
+            Some(Tracking::DeltaLink(link)) => {
+                self.tracking_link = Some(Tracking::DeltaLink(link));
+                return Ok(TrackingRead::Finished);
+            }
+            Some(Tracking::NextLink(link)) => {
+                let url = reader.check_link(&link, "tracking link of the checkpoint")?;
+                reader.continue_at(url, 0, None, None);
+                self.tracking_link = Some(Tracking::NextLink(link));
+                return Ok(TrackingRead::Idle(Box::new(reader)));
+            }
+            None => {}
+        }
+        let primary = shape.primary();
+        let set = shape.decoder.metadata().entity_set_name();
+        let url = shape
+            .client
+            .web_api_url(&format!("{set}?$select={primary}"))?;
+        reader.continue_at(url, 0, None, None);
+        let page = reader.next_page().await?;
+        Ok(self.tracking_after(Box::new(reader), page))
+    }
+
+    /// The tracking read's state after `page`.
+    fn tracking_after(&mut self, reader: Box<Reader>, page: Page) -> TrackingRead {
+        self.tracked_ids += page.changes.len() as u64;
+        if let Some(delta) = page.checkpoint.delta_link() {
+            self.tracking_link = Some(Tracking::DeltaLink(delta.to_owned()));
+            return TrackingRead::Finished;
+        }
+        if let Some(next) = page.checkpoint.next_link() {
+            self.tracking_link = Some(Tracking::NextLink(next.to_owned()));
+        }
+        TrackingRead::Idle(reader)
+    }
+
+    fn add(&mut self, bounds: Bounds) {
+        self.active.push(Active {
+            key: self.next_key,
+            bounds,
+            started_after: bounds.after,
+            rows: 0,
+            fetching: false,
+        });
+        self.next_key += 1;
+    }
+
+    /// The next page of the read, `None` once the last one was returned.
+    pub async fn next_page(&mut self) -> Result<Option<Page>> {
+        loop {
+            if self.finished {
+                return Ok(None);
+            }
+            self.fill_slots();
+            match self.fetches.next().await {
+                Some(Done::Data { key, result }) => return self.accept(key, result?).map(Some),
+                Some(Done::Tracking { reader, result }) => {
+                    self.tracking = self.tracking_after(reader, result?);
+                }
+                None => {}
+            }
+            if self.is_complete() {
+                return self.final_page(Vec::new(), PageCounts::default()).map(Some);
+            }
+        }
+    }
+
+    fn is_complete(&self) -> bool {
+        self.active.is_empty()
+            && matches!(self.tracking, TrackingRead::None | TrackingRead::Finished)
+    }
+
+    /// Splits ranges until every slot has one, and starts a fetch for each idle range.
+    fn fill_slots(&mut self) {
+        while self.active.len() < self.slots && self.split_busiest() {}
+        for active in self.active.iter_mut().filter(|a| !a.fetching) {
+            active.fetching = true;
+            let (key, shape) = (active.key, Arc::clone(&self.shape));
+            let bounds = active.bounds;
+            self.fetches.push(Box::pin(async move {
+                Done::Data {
+                    key,
+                    result: shape.fetch(bounds).await,
+                }
+            }));
+        }
+        if matches!(self.tracking, TrackingRead::Idle(_)) {
+            let TrackingRead::Idle(mut reader) =
+                std::mem::replace(&mut self.tracking, TrackingRead::Running)
+            else {
+                return;
+            };
+            self.fetches.push(Box::pin(async move {
+                let result = reader.next_page().await;
+                Done::Tracking { reader, result }
+            }));
+        }
+    }
+
+    /// Splits the range with the most work left at its middle, giving the upper half to a new
+    /// range; `false` when no range can be split.
+    fn split_busiest(&mut self) -> bool {
+        let Some((first, last)) = self.span else {
+            return false;
+        };
+        let density = self.density(first);
+        let busiest = self
+            .active
+            .iter()
+            .enumerate()
+            .filter_map(|(index, active)| {
+                let (lo, hi) = active.effective(first, last)?;
+                let rows_per_id = active.density(first).unwrap_or(density);
+                Some((index, rows_per_id * lo.distance_to(hi)))
+            })
+            .max_by(|a, b| a.1.total_cmp(&b.1));
+        let Some((index, _)) = busiest else {
+            return false;
+        };
+        let (lo, hi) = self.active[index]
+            .effective(first, last)
+            .expect("filtered above");
+        let (lower, upper) = self.active[index].bounds.split_at(lo.midpoint(hi));
+        self.active[index].bounds = lower;
+        self.add(upper);
+        true
+    }
+
+    /// Rows per id of key space over every range read so far (1 before any).
+    fn density(&self, first: SqlGuid) -> f64 {
+        let (rows, width) = self
+            .active
+            .iter()
+            .filter_map(|a| Some((a.rows as f64, a.consumed(first)?)))
+            .fold((0.0, 0.0), |(r, w), (ar, aw)| (r + ar, w + aw));
+        if rows > 0.0 && width > 0.0 {
+            rows / width
+        } else {
+            1.0
+        }
+    }
+
+    /// Takes a fetched page of range `key`: rows past the range's (possibly lowered) upper
+    /// bound are left to the range that took them over; the range moves past its last row or
+    /// ends.
+    fn accept(&mut self, key: u64, fetched: Fetched) -> Result<Page> {
+        let index = self
+            .active
+            .iter()
+            .position(|a| a.key == key)
+            .expect("a fetch belongs to an active range");
+        let bounds = self.active[index].bounds;
+        let mut changes = Vec::with_capacity(fetched.changes.len());
+        let mut overran = false;
+        for change in fetched.changes {
+            if bounds.contains(parse_id(change.id())?) {
+                changes.push(change);
+            } else {
+                overran = true;
+            }
+        }
+        let active = &mut self.active[index];
+        active.fetching = false;
+        active.rows += changes.len() as u64;
+        match changes.last() {
+            Some(last) if fetched.more && !overran => {
+                active.bounds.after = Some(parse_id(last.id())?);
+            }
+            None if fetched.more && !overran => {
+                return Err(Error::decode(format!(
+                    "Dataverse answered an empty page of `{}` with a next link; stopped instead of asking again forever",
+                    self.shape.base.entity
+                )));
+            }
+            _ => {
+                self.active.remove(index);
+            }
+        }
+        if self.is_complete() {
+            return self.final_page(changes, fetched.counts);
+        }
+        self.pages += 1;
+        Ok(Page {
+            changes,
+            checkpoint: self.checkpoint(),
+            number: self.pages,
+            last: false,
+            counts: fetched.counts,
+        })
+    }
+
+    /// Where the read stands: every unfinished range from its last returned row.
+    fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            position: Position::Partitioned(self.progress()),
+            ..self.shape.base.clone()
+        }
+    }
+
+    fn progress(&self) -> Progress {
+        Progress {
+            partitions: self.active.iter().map(|a| a.bounds.partition()).collect(),
+            tracking: self.tracking_link.clone(),
+            since: self.since,
+            pages: self.pages,
+            worker: self.worker,
+        }
+    }
+
+    /// The last page: the read is complete, and its checkpoint starts the next read.
+    fn final_page(&mut self, changes: Vec<RecordChange>, counts: PageCounts) -> Result<Page> {
+        let position = match (self.shape.base.mode, &self.tracking_link) {
+            _ if self.worker => Position::Partitioned(Progress {
+                pages: self.pages + 1,
+                ..self.progress()
+            }),
+            (ReadMode::ChangeTracking, Some(Tracking::DeltaLink(link))) => Position::Delta {
+                delta_link: link.clone(),
+            },
+            (ReadMode::ChangeTracking, _) => {
+                return Err(Error::decode(format!(
+                    "the change-tracking read of `{}` ended without a delta link; refresh the table's metadata and read again",
+                    self.shape.base.entity
+                )));
+            }
+            (ReadMode::ModifiedOn, _) => Position::Watermark {
+                watermark: self.since.map(|modified_on| Watermark {
+                    modified_on,
+                    seen: BTreeMap::new(),
+                }),
+            },
+            _ => Position::Complete,
+        };
+        self.finished = true;
+        self.pages += 1;
+        Ok(Page {
+            changes,
+            checkpoint: Checkpoint {
+                position,
+                ..self.shape.base.clone()
+            },
+            number: self.pages,
+            last: true,
+            counts,
+        })
+    }
+
+    /// How many ids the change-tracking read returned so far: the table's exact record count
+    /// once the read is complete.
+    pub fn tracked_ids(&self) -> u64 {
+        self.tracked_ids
+    }
+}
+
+impl Active {
+    /// The range's bounds with the table's first and last id standing in for open ends, when
+    /// it can still be split (at least two ids wide).
+    fn effective(&self, first: SqlGuid, last: SqlGuid) -> Option<(SqlGuid, SqlGuid)> {
+        let lo = self.bounds.after.unwrap_or(first);
+        let hi = self.bounds.upto.unwrap_or(last);
+        (lo < hi && lo.distance_to(hi) >= 2.0).then_some((lo, hi))
+    }
+
+    /// The key space read so far, once a row was read (`first`: the table's first id).
+    fn consumed(&self, first: SqlGuid) -> Option<f64> {
+        let start = self.started_after.unwrap_or(first);
+        let now = self.bounds.after?;
+        (self.rows > 0 && now > start).then(|| start.distance_to(now))
+    }
+
+    /// Rows per id of key space read so far.
+    fn density(&self, first: SqlGuid) -> Option<f64> {
+        Some(self.rows as f64 / self.consumed(first)?)
+    }
+}
