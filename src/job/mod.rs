@@ -37,6 +37,10 @@ pub struct SyncJob {
     /// What to do with records deleted in Dynamics. Default: `ignore`.
     #[serde(default)]
     pub deletes: DeletePolicy,
+    /// With `deletes: reconcile`: reconcile every this many finished runs. Default: 1 (every
+    /// run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconcile_every: Option<u32>,
     /// The name of an earlier job of a chain that must succeed first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub depends_on: Option<String>,
@@ -77,6 +81,11 @@ pub struct SourceSpec {
 pub enum DeletePolicy {
     /// Delete the target record (by its identifiers).
     Propagate,
+    /// Propagate the deletions Dynamics reports, and every `reconcile_every` finished runs
+    /// also read the table's primary ids alone and remove the target records missing from
+    /// them ([`RecordSink::delete_missing`](crate::RecordSink::delete_missing)): for tables
+    /// without change tracking, whose `modified_on` reads never see a deletion.
+    Reconcile,
     /// Leave the target record; the deletion counts as skipped.
     #[default]
     Ignore,
@@ -180,6 +189,18 @@ impl SyncJob {
                     self.name
                 )));
             }
+        }
+        if self.reconcile_every == Some(0) {
+            return Err(Error::config(format!(
+                "job `{}` has \"reconcile_every\": 0; reconcile every 1 or more runs",
+                self.name
+            )));
+        }
+        if self.reconcile_every.is_some() && self.deletes != DeletePolicy::Reconcile {
+            return Err(Error::config(format!(
+                "job `{}` sets \"reconcile_every\" without \"deletes\": \"reconcile\"; set both or neither",
+                self.name
+            )));
         }
         let target = self.mapping.target.object.as_str();
         if self.built_in && (self.source.entity != USER_SYNC_SOURCE || target != USER_SYNC_TARGET) {

@@ -11,9 +11,9 @@ use crate::mapping::{
 };
 use crate::metadata::{EntityMetadata, MetadataOptions};
 use crate::sink::{KeySet, Operation, RecordSink, WriteResult};
-use crate::source::{Checkpoint, EntitySource, Page, RecordChange};
+use crate::source::{Checkpoint, EntitySource, Page, ReadMode, ReadPlan, RecordChange};
 use chrono::Utc;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -101,22 +101,7 @@ impl SyncJob {
     ) -> Result<SyncReport> {
         self.check()?;
         let throttling_before = client.throttle_stats();
-        let metadata = match options.metadata.clone() {
-            Some(metadata) if metadata.logical_name() != self.source.entity => {
-                return Err(Error::config(format!(
-                    "the metadata given for job `{}` describes `{}`, not its source entity `{}`",
-                    self.name,
-                    metadata.logical_name(),
-                    self.source.entity
-                )));
-            }
-            Some(metadata) => metadata,
-            None => Arc::new(
-                EntityMetadata::fetch(client, &self.source.entity, &MetadataOptions::default())
-                    .await?,
-            ),
-        };
-        let mapping = self.mapping.validate(&metadata)?;
+        let (metadata, mapping) = self.prepare(client, options.metadata.clone()).await?;
         if options.lookup.is_none() {
             if let Some(derived) = self.mapping.mappings.iter().find(|m| m.lookup.is_some()) {
                 return Err(Error::config(format!(
@@ -126,7 +111,12 @@ impl SyncJob {
             }
         }
         let delete_key = self.delete_key_fields(&metadata)?;
+        let prior_runs = options
+            .checkpoint
+            .as_ref()
+            .map_or(0, |checkpoint| checkpoint.finished_runs);
         let mut run = Run {
+            prior_runs,
             job: self,
             mapping: &mapping,
             delete_key,
@@ -151,8 +141,25 @@ impl SyncJob {
                 (ending, reconciled) = run.resync(client, &metadata).await;
             }
         }
+        if matches!(ending, Ok(Ending::Finished))
+            && !run.full_resync
+            && self.reconcile_due(prior_runs)
+        {
+            match run.reconcile(client, &metadata).await {
+                Ok(done) => reconciled = done,
+                Err(error) => ending = Err(error),
+            }
+        }
+        if let (Ok(Ending::Finished), Some(checkpoint)) = (&ending, &mut run.checkpoint) {
+            checkpoint.finished_runs = prior_runs + 1;
+        }
         let mut warnings = Vec::new();
-        if !reconciled {
+        if !reconciled && !run.full_resync {
+            warnings.push(
+                "this sink cannot enumerate its records, so the records deleted in Dynamics cannot be found and removed; use a sink that implements RecordSink::delete_missing"
+                    .to_owned(),
+            );
+        } else if !reconciled {
             warnings.push(
                 "Dynamics required a full resync, and this sink cannot remove the records deleted while the change-tracking token was stale; compare the target's records with this run's to remove them"
                     .to_owned(),
@@ -185,6 +192,57 @@ impl SyncJob {
     }
 }
 
+impl SyncJob {
+    /// Plans this job's first read in `partitions` partitions for separate workers (see
+    /// [`ReadPlan`]): worker `i` runs the job with `RunOptions { checkpoint:
+    /// Some(plan.worker(i)?), .. }` into its own sink, and once every worker is done, one run
+    /// from `plan.finishing()` finishes the read and leaves the checkpoint for the next
+    /// incremental run. `metadata`, when given, saves fetching it.
+    pub async fn plan_read(
+        &self,
+        client: &DataverseClient,
+        partitions: usize,
+        metadata: Option<Arc<EntityMetadata>>,
+    ) -> Result<ReadPlan> {
+        self.check()?;
+        let (metadata, mapping) = self.prepare(client, metadata).await?;
+        job_source(self, &mapping, client, &metadata, None)
+            .plan_read(partitions)
+            .await
+    }
+
+    /// The metadata of the source entity (fetched unless given) and the validated mapping.
+    async fn prepare(
+        &self,
+        client: &DataverseClient,
+        metadata: Option<Arc<EntityMetadata>>,
+    ) -> Result<(Arc<EntityMetadata>, ValidatedMapping)> {
+        let metadata = match metadata {
+            Some(metadata) if metadata.logical_name() != self.source.entity => {
+                return Err(Error::config(format!(
+                    "the metadata given for job `{}` describes `{}`, not its source entity `{}`",
+                    self.name,
+                    metadata.logical_name(),
+                    self.source.entity
+                )));
+            }
+            Some(metadata) => metadata,
+            None => Arc::new(
+                EntityMetadata::fetch(client, &self.source.entity, &MetadataOptions::default())
+                    .await?,
+            ),
+        };
+        let mapping = self.mapping.validate(&metadata)?;
+        Ok((metadata, mapping))
+    }
+
+    /// Whether this run (the one after `prior_runs` finished runs) reconciles deletions.
+    fn reconcile_due(&self, prior_runs: u64) -> bool {
+        let every = u64::from(self.reconcile_every.unwrap_or(1).max(1));
+        self.deletes == DeletePolicy::Reconcile && (prior_runs + 1) % every == 0
+    }
+}
+
 /// How a read ended when it did not fail.
 enum Ending {
     Finished,
@@ -194,6 +252,8 @@ enum Ending {
 /// The state of one run.
 struct Run<'a> {
     job: &'a SyncJob,
+    /// Finished runs before this one, carried by every checkpoint this run stores.
+    prior_runs: u64,
     mapping: &'a ValidatedMapping,
     delete_key: Vec<(String, TargetFieldType)>,
     sink: &'a dyn RecordSink,
@@ -232,7 +292,10 @@ impl Run<'_> {
                 }
             }
             self.pages += 1;
-            self.checkpoint = Some(page.checkpoint);
+            self.checkpoint = Some(Checkpoint {
+                finished_runs: self.prior_runs,
+                ..page.checkpoint
+            });
             if let Some(progress) = self.options.progress {
                 progress(&SyncProgress {
                     job: self.job.name.clone(),
@@ -260,23 +323,7 @@ impl Run<'_> {
         metadata: &Arc<EntityMetadata>,
         resume: Option<Checkpoint>,
     ) -> EntitySource {
-        let spec = &self.job.source;
-        let mut source = EntitySource::new(client.clone(), metadata.clone())
-            .with_columns(self.mapping.source_columns())
-            .with_mode(spec.incremental)
-            .with_parallelism(spec.parallelism)
-            .with_formatted_values(self.mapping.needs_formatted_values())
-            .with_lookup_tables(self.mapping.needs_lookup_annotations());
-        if let Some(filter) = &spec.filter {
-            source = source.with_filter(Filter::raw(filter));
-        }
-        if let Some(size) = spec.page_size {
-            source = source.with_page_size(size);
-        }
-        if let Some(checkpoint) = resume {
-            source = source.resume_from(checkpoint);
-        }
-        source
+        job_source(self.job, self.mapping, client, metadata, resume)
     }
 
     /// Converts one page into sink operations; records that cannot be converted become
@@ -310,7 +357,7 @@ impl Run<'_> {
                 }
                 RecordChange::Delete { id } => match self.job.deletes {
                     DeletePolicy::Ignore => batch.skipped += 1,
-                    DeletePolicy::Propagate => {
+                    DeletePolicy::Propagate | DeletePolicy::Reconcile => {
                         let key = key_for_id(&self.delete_key, id);
                         batch.push(id, Operation::Delete { key });
                     }
@@ -383,7 +430,7 @@ impl Run<'_> {
         metadata: &Arc<EntityMetadata>,
     ) -> (Result<Ending>, bool) {
         self.full_resync = true;
-        let propagate = self.job.deletes == DeletePolicy::Propagate;
+        let propagate = self.job.deletes != DeletePolicy::Ignore;
         if propagate {
             self.seen = Some(KeySet::new());
         }
@@ -419,10 +466,68 @@ impl Run<'_> {
         }
     }
 
+    /// Reads the table's primary ids alone (under the job's filter) and asks the sink to remove
+    /// the target records missing from them. `false` when the sink cannot.
+    async fn reconcile(
+        &mut self,
+        client: &DataverseClient,
+        metadata: &Arc<EntityMetadata>,
+    ) -> Result<bool> {
+        let mut source = EntitySource::new(client.clone(), metadata.clone())
+            .with_mode(ReadMode::Full)
+            .with_parallelism(self.job.source.parallelism);
+        if let Some(filter) = &self.job.source.filter {
+            source = source.with_filter(Filter::raw(filter));
+        }
+        let mut keep = KeySet::new();
+        let mut pages = source.pages();
+        while let Some(page) = pages.try_next().await? {
+            for change in &page.changes {
+                keep.insert(&key_for_id(&self.delete_key, change.id()));
+            }
+        }
+        let object = &self.job.mapping.target.object;
+        match self.sink.delete_missing(object, &keep).await? {
+            Some(deleted) => {
+                self.counts.deleted += deleted;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
     fn fail(&mut self, failure: RecordFailure) {
         self.counts.failed += 1;
         self.failures.push(failure);
     }
+}
+
+/// The source a run of `job` reads: the mapped columns only, the job's mode, parallelism,
+/// filter and page size.
+fn job_source(
+    job: &SyncJob,
+    mapping: &ValidatedMapping,
+    client: &DataverseClient,
+    metadata: &Arc<EntityMetadata>,
+    resume: Option<Checkpoint>,
+) -> EntitySource {
+    let spec = &job.source;
+    let mut source = EntitySource::new(client.clone(), metadata.clone())
+        .with_columns(mapping.source_columns())
+        .with_mode(spec.incremental)
+        .with_parallelism(spec.parallelism)
+        .with_formatted_values(mapping.needs_formatted_values())
+        .with_lookup_tables(mapping.needs_lookup_annotations());
+    if let Some(filter) = &spec.filter {
+        source = source.with_filter(Filter::raw(filter));
+    }
+    if let Some(size) = spec.page_size {
+        source = source.with_page_size(size);
+    }
+    if let Some(checkpoint) = resume {
+        source = source.resume_from(checkpoint);
+    }
+    source
 }
 
 /// The identifiers of the target record written from the Dynamics record `id`.

@@ -73,6 +73,13 @@ pub struct Checkpoint {
     pub(crate) columns: Vec<String>,
     pub(crate) filter: Option<String>,
     pub(crate) position: Position,
+    /// Finished runs of the job that stores the checkpoint (for `reconcile_every`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub(crate) finished_runs: u64,
+}
+
+fn is_zero(runs: &u64) -> bool {
+    *runs == 0
 }
 
 /// The current checkpoint format.

@@ -6,12 +6,14 @@ mod incremental;
 mod page;
 mod parallel;
 mod partition;
+mod plan;
 mod sql_order;
 
 pub use checkpoint::{Checkpoint, ReadMode};
 pub use decode::RecordDecoder;
 pub use page::{Page, PageCounts, RecordChange};
 pub use partition::{MAX_AUTO_PARALLELISM, Parallelism, Partition};
+pub use plan::ReadPlan;
 
 use crate::client::{DataverseClient, Prefer};
 use crate::error::{Error, ErrorKind, Result};
@@ -198,6 +200,32 @@ impl EntitySource {
         self
     }
 
+    /// Plans this source's first read in `partitions` partitions to be read by separate
+    /// workers (see [`ReadPlan`]), sending the few requests that need: the first page of the
+    /// change-tracking read for a change-tracking source (so that its delta link covers every
+    /// change made after the workers begin), the latest `modifiedon` for a `modified_on`
+    /// source, and two one-row requests per partition boundary, which come from the ids the
+    /// table holds. Fewer partitions come back when the table has fewer ids.
+    ///
+    /// A source resuming a checkpoint cannot be planned (the plan is of a first read).
+    pub async fn plan_read(self, partitions: usize) -> Result<ReadPlan> {
+        if self.checkpoint.is_some() {
+            return Err(Error::config(
+                "a read plan is of a first read; plan it with a source that resumes no checkpoint",
+            ));
+        }
+        let parallelism = Parallelism::Fixed(u16::try_from(partitions.max(1)).unwrap_or(u16::MAX));
+        match self.with_parallelism(parallelism).plan()? {
+            Plan::Partitioned(shape, parallelism, None) => {
+                let read = parallel::PartitionedRead::begin(*shape, parallelism, None).await?;
+                Ok(read.plan())
+            }
+            _ => Err(Error::config(
+                "this source's read cannot be partitioned; use parallelism 1",
+            )),
+        }
+    }
+
     /// Continues from a checkpoint a previous read returned (possibly in another process):
     /// the rest of an unfinished read, or the next incremental read after a finished one.
     ///
@@ -329,6 +357,7 @@ impl EntitySource {
             columns,
             filter,
             position: Position::Complete,
+            finished_runs: 0,
         };
         let mut reader = Reader::new(self.client, RecordDecoder::new(metadata), prefer, base);
 

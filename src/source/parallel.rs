@@ -15,6 +15,7 @@ use super::decode::RecordDecoder;
 use super::incremental::Reader;
 use super::page::{Page, PageCounts, RecordChange};
 use super::partition::{Bounds, Parallelism, Partition};
+use super::plan::ReadPlan;
 use super::sql_order::SqlGuid;
 use crate::client::{DataverseClient, Prefer};
 use crate::error::{Error, Result};
@@ -218,8 +219,6 @@ pub(super) struct PartitionedRead {
     /// The smallest and largest id at the start, for weighing ranges.
     span: Option<(SqlGuid, SqlGuid)>,
     pages: u32,
-    /// Ids the tracking read returned: the table's exact record count.
-    tracked_ids: u64,
     /// A worker's share of a plan: no tracking read, no final checkpoint of its own.
     worker: bool,
     finished: bool,
@@ -251,7 +250,6 @@ impl PartitionedRead {
             since: start.since,
             span: None,
             pages: start.pages,
-            tracked_ids: 0,
             worker: start.worker,
             finished: false,
             shape,
@@ -347,7 +345,6 @@ impl PartitionedRead {
 
     /// The tracking read's state after `page`.
     fn tracking_after(&mut self, reader: Box<Reader>, page: Page) -> TrackingRead {
-        self.tracked_ids += page.changes.len() as u64;
         if let Some(delta) = page.checkpoint.delta_link() {
             self.tracking_link = Some(Tracking::DeltaLink(delta.to_owned()));
             return TrackingRead::Finished;
@@ -569,10 +566,9 @@ impl PartitionedRead {
         })
     }
 
-    /// How many ids the change-tracking read returned so far: the table's exact record count
-    /// once the read is complete.
-    pub fn tracked_ids(&self) -> u64 {
-        self.tracked_ids
+    /// The read as a plan for separate workers.
+    pub fn plan(&self) -> ReadPlan {
+        ReadPlan::new(self.shape.base.clone(), self.progress())
     }
 }
 
