@@ -1,0 +1,276 @@
+//! Partitioned reads on the stand-in instance: clustered ids and a `createdon` spike read
+//! exactly once, change tracking begun before the data read, resumes that skip finished
+//! partitions, read plans run by separate workers, `deletes: reconcile`, and `parallelism: 1`
+//! reading as before.
+
+use d365_connector::testkit::{AccountShape, StandIn};
+use d365_connector::{
+    Checkpoint, ClientOptions, ClientSecret, Connection, DataverseClient, EntityMetadata,
+    EntitySource, EntraApp, MemorySink, MetadataOptions, OAuthAuthorizer, Page, Parallelism,
+    ReadMode, RecordChange, RunOptions, SyncJob, SyncStatus, VirtualClock,
+};
+use futures::TryStreamExt;
+use serde_json::json;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+async fn connect(crm: &StandIn) -> DataverseClient {
+    let connection = Connection::builder("Stand-in", crm.url())
+        .with_authority(crm.authority())
+        .build()
+        .unwrap();
+    let app = EntraApp::builder(StandIn::TENANT_ID, StandIn::CLIENT_ID)
+        .with_client_secret(ClientSecret::new(StandIn::CLIENT_SECRET))
+        .build()
+        .unwrap();
+    let authorizer = OAuthAuthorizer::client_credentials(&connection, app)
+        .build()
+        .unwrap();
+    let options = ClientOptions::default().with_clock(Arc::new(VirtualClock::new()));
+    DataverseClient::with_options(connection, Arc::new(authorizer), options).unwrap()
+}
+
+/// A stand-in holding `n` accounts in three id clusters, 40% created in one second.
+async fn accounts(n: usize) -> (StandIn, DataverseClient, Arc<EntityMetadata>) {
+    let crm = StandIn::start().await;
+    crm.add_accounts(
+        n,
+        AccountShape {
+            clusters: 3,
+            createdon_spike: 0.4,
+        },
+    );
+    let client = connect(&crm).await;
+    let metadata = EntityMetadata::fetch(&client, "account", &MetadataOptions::default())
+        .await
+        .unwrap();
+    (crm, client, Arc::new(metadata))
+}
+
+fn source(client: &DataverseClient, metadata: &Arc<EntityMetadata>, mode: ReadMode) -> EntitySource {
+    EntitySource::new(client.clone(), metadata.clone())
+        .with_columns(["name", "revenue", "createdon"])
+        .with_page_size(100)
+        .with_mode(mode)
+        .with_parallelism(Parallelism::Fixed(4))
+}
+
+async fn collect(source: EntitySource) -> Vec<Page> {
+    source.pages().try_collect().await.unwrap()
+}
+
+fn table_ids(crm: &StandIn) -> BTreeSet<String> {
+    crm.rows("account")
+        .iter()
+        .map(|row| row["accountid"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// How often each id was returned.
+fn tally<'a>(pages: impl IntoIterator<Item = &'a Page>) -> HashMap<String, usize> {
+    let mut seen = HashMap::new();
+    for page in pages {
+        for change in &page.changes {
+            *seen.entry(change.id().to_owned()).or_default() += 1;
+        }
+    }
+    seen
+}
+
+fn assert_each_once(seen: &HashMap<String, usize>, expected: &BTreeSet<String>) {
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "read more than once: {twice:?}");
+    let read: BTreeSet<String> = seen.keys().cloned().collect();
+    assert_eq!(read.len(), expected.len(), "every record, no other");
+    assert_eq!(&read, expected);
+}
+
+/// The `$filter`s of the data requests the stand-in received (probes included).
+fn partition_filters(crm: &StandIn) -> Vec<String> {
+    crm.api_requests()
+        .iter()
+        .filter(|r| r.path().ends_with("/accounts"))
+        .filter_map(|r| {
+            r.query_pairs()
+                .into_iter()
+                .find(|(k, _)| k == "$filter")
+                .map(|(_, v)| v)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_parallel_full_read_of_clustered_ids_with_a_createdon_spike_reads_every_record_once() {
+    let (crm, client, metadata) = accounts(3000).await;
+
+    let pages = collect(source(&client, &metadata, ReadMode::Full)).await;
+
+    assert_each_once(&tally(&pages), &table_ids(&crm));
+    let last = pages.last().unwrap();
+    assert!(last.last && last.checkpoint.is_finished());
+    assert!(pages.iter().rev().skip(1).all(|p| !p.last && !p.checkpoint.is_finished()));
+    let ranges: BTreeSet<String> = partition_filters(&crm)
+        .into_iter()
+        .filter(|f| f.contains(" gt ") && f.contains(" le "))
+        .collect();
+    assert!(ranges.len() >= 3, "the read ran in several bounded ranges: {ranges:?}");
+}
+
+#[tokio::test]
+async fn a_parallel_first_change_tracking_read_gives_an_exact_next_delta() {
+    let (crm, client, metadata) = accounts(1500).await;
+    let mut pages = source(&client, &metadata, ReadMode::ChangeTracking).pages();
+    let mut first_read = vec![pages.try_next().await.unwrap().unwrap()];
+    // A change made while the data read runs arrives again in the next delta.
+    let during = crm.rows("account")[700]["accountid"].as_str().unwrap().to_owned();
+    crm.upsert("account", json!({"accountid": during, "name": "Renamed during the read"}));
+    while let Some(page) = pages.try_next().await.unwrap() {
+        first_read.push(page);
+    }
+    let checkpoint = first_read.last().unwrap().checkpoint.clone();
+    assert!(checkpoint.delta_link().is_some(), "{checkpoint:?}");
+    assert_each_once(&tally(&first_read), &table_ids(&crm));
+
+    let rows = crm.rows("account");
+    let changed = rows[10]["accountid"].as_str().unwrap().to_owned();
+    let deleted = rows[2000 % rows.len()]["accountid"].as_str().unwrap().to_owned();
+    crm.upsert("account", json!({"accountid": changed, "name": "Changed after"}));
+    crm.delete("account", &deleted);
+    let created = crm.upsert("account", json!({"name": "Created after"}));
+
+    let delta = collect(source(&client, &metadata, ReadMode::ChangeTracking).resume_from(checkpoint)).await;
+    let mut upserts = BTreeSet::new();
+    let mut deletes = BTreeSet::new();
+    for change in delta.iter().flat_map(|p| &p.changes) {
+        match change {
+            RecordChange::Upsert(record) => upserts.insert(record.id().to_owned()),
+            RecordChange::Delete { id } => deletes.insert(id.clone()),
+        };
+    }
+    assert_eq!(upserts, BTreeSet::from([during, changed, created]));
+    assert_eq!(deletes, BTreeSet::from([deleted]));
+}
+
+#[tokio::test]
+async fn a_read_stopped_part_way_resumes_only_the_unfinished_partitions() {
+    let (crm, client, metadata) = accounts(2000).await;
+    let mut pages = source(&client, &metadata, ReadMode::Full).pages();
+    let mut before = Vec::new();
+    for _ in 0..7 {
+        before.push(pages.try_next().await.unwrap().unwrap());
+    }
+    let saved: Checkpoint =
+        serde_json::from_str(&serde_json::to_string(&before.last().unwrap().checkpoint).unwrap())
+            .unwrap();
+    drop(pages); // the process dies: pages fetched but not returned are lost
+
+    let after = collect(source(&client, &metadata, ReadMode::Full).resume_from(saved)).await;
+
+    let mut seen = tally(&before);
+    for (id, n) in tally(&after) {
+        *seen.entry(id).or_default() += n;
+    }
+    assert_each_once(&seen, &table_ids(&crm));
+}
+
+#[tokio::test]
+async fn a_read_plan_runs_as_separate_workers_and_one_finishing_step() {
+    let (crm, client, metadata) = accounts(1200).await;
+    let plan = source(&client, &metadata, ReadMode::ChangeTracking)
+        .plan_read(5)
+        .await
+        .unwrap();
+    assert_eq!(plan.partitions().len(), 5);
+    let stored = serde_json::to_string(&plan).unwrap();
+    let plan: d365_connector::ReadPlan = serde_json::from_str(&stored).unwrap();
+
+    let mut all = Vec::new();
+    for index in 0..plan.partitions().len() {
+        let worker = plan.worker(index).unwrap();
+        let pages = collect(source(&client, &metadata, ReadMode::ChangeTracking).resume_from(worker)).await;
+        assert!(pages.iter().all(|p| p.checkpoint.delta_link().is_none()), "workers do not finish the read");
+        all.extend(pages);
+    }
+    assert_each_once(&tally(&all), &table_ids(&crm));
+    assert!(plan.worker(5).unwrap_err().to_string().contains("partitions 0 to 4"));
+
+    let finishing = collect(source(&client, &metadata, ReadMode::ChangeTracking).resume_from(plan.finishing())).await;
+    assert!(finishing.iter().all(|p| p.changes.is_empty()));
+    let last = finishing.last().unwrap();
+    assert!(last.last && last.checkpoint.delta_link().is_some());
+}
+
+fn companies_job(parallelism: serde_json::Value, deletes: &str) -> SyncJob {
+    let mut job = json!({
+        "name": "Accounts to Company",
+        "source": { "entity": "account", "incremental": "modified_on", "page_size": 200,
+                    "parallelism": parallelism },
+        "target": { "object": "Company",
+                    "fields": { "DynamicsId": "id", "Name": "string", "Revenue": "number" },
+                    "required": ["DynamicsId"] },
+        "mode": "upsert",
+        "identifiers": ["DynamicsId"],
+        "mappings": [
+            { "source": "accountid", "target": "DynamicsId" },
+            { "source": "name", "target": "Name" },
+            { "source": "revenue", "target": "Revenue" }
+        ],
+        "deletes": deletes
+    });
+    if deletes == "reconcile" {
+        job["reconcile_every"] = json!(2);
+    }
+    SyncJob::from_json(&job.to_string()).unwrap()
+}
+
+#[tokio::test]
+async fn reconcile_removes_records_deleted_on_a_modified_on_table_every_nth_run() {
+    let (crm, client, _) = accounts(600).await;
+    let job = companies_job(json!("auto"), "reconcile");
+    let sink = MemorySink::new();
+    let first = job.run(&client, &sink, RunOptions::default()).await.unwrap();
+    assert_eq!(first.status, SyncStatus::Success, "{first}");
+    assert_eq!(sink.records("Company").len(), 600);
+
+    let gone = crm.rows("account")[42]["accountid"].as_str().unwrap().to_owned();
+    crm.delete("account", &gone);
+    let resume = |report: &d365_connector::SyncReport| RunOptions {
+        checkpoint: report.checkpoint.clone(),
+        ..RunOptions::default()
+    };
+    let second = job.run(&client, &sink, resume(&first)).await.unwrap();
+    assert_eq!(second.counts.deleted, 1, "the second run reconciles: {second}");
+    assert_eq!(sink.records("Company").len(), 599);
+
+    let gone_too = crm.rows("account")[7]["accountid"].as_str().unwrap().to_owned();
+    crm.delete("account", &gone_too);
+    let third = job.run(&client, &sink, resume(&second)).await.unwrap();
+    assert_eq!(third.counts.deleted, 0, "reconcile_every 2: not on the third run");
+    let fourth = job.run(&client, &sink, resume(&third)).await.unwrap();
+    assert_eq!(fourth.counts.deleted, 1, "{fourth}");
+    assert_eq!(sink.records("Company").len(), 598);
+}
+
+#[tokio::test]
+async fn parallelism_1_reads_by_following_next_links_as_before() {
+    let (crm, client, _) = accounts(450).await;
+    crm.clear_requests();
+    let sink = MemorySink::new();
+
+    let report = companies_job(json!(1), "ignore")
+        .run(&client, &sink, RunOptions::default())
+        .await
+        .unwrap();
+
+    assert_eq!(report.counts.upserted, 450, "{report}");
+    let reads: Vec<String> = crm
+        .api_requests()
+        .iter()
+        .filter(|r| r.path().ends_with("/accounts"))
+        .map(|r| r.path_and_query.clone())
+        .collect();
+    assert_eq!(reads.len(), 3, "three pages of 200: {reads:?}");
+    assert!(reads[0].contains("$orderby=modifiedon%20asc,accountid%20asc"), "{}", reads[0]);
+    assert!(!reads[0].contains("$filter"), "{}", reads[0]);
+    assert!(reads[1..].iter().all(|r| r.contains("$skiptoken=")), "{reads:?}");
+}
