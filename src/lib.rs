@@ -50,7 +50,7 @@ pub use sink::{
 };
 pub use source::{
     Checkpoint, DEFAULT_PAGE_SIZE, EntitySource, MAX_AUTO_PARALLELISM, MAX_PAGE_SIZE, Page,
-    PageCounts, Parallelism, Partition, ReadMode, RecordChange, RecordDecoder,
+    PageCounts, Parallelism, Partition, ReadMode, ReadPlan, RecordChange, RecordDecoder,
 };
 pub use transport::{
     ClientOptions, Clock, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONCURRENCY,

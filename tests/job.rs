@@ -33,11 +33,14 @@ async fn connect(crm: &StandIn) -> (Connection, DataverseClient) {
     (connection, client)
 }
 
+/// Contact to Person, read page by page (`parallelism: 1`) so that tests can count pages;
+/// tests/parallel.rs covers partitioned reads.
 fn contacts_job(page_size: u32) -> SyncJob {
     SyncJob::from_json(
         &json!({
             "name": "Contacts to Person",
-            "source": { "entity": "contact", "incremental": "auto", "page_size": page_size },
+            "source": { "entity": "contact", "incremental": "auto", "page_size": page_size,
+                        "parallelism": 1 },
             "target": { "object": "Person",
                         "fields": { "ExternalId": "id", "FirstName": "string",
                                     "LastName": {"type": "string", "max_length": 60},

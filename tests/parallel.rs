@@ -47,7 +47,11 @@ async fn accounts(n: usize) -> (StandIn, DataverseClient, Arc<EntityMetadata>) {
     (crm, client, Arc::new(metadata))
 }
 
-fn source(client: &DataverseClient, metadata: &Arc<EntityMetadata>, mode: ReadMode) -> EntitySource {
+fn source(
+    client: &DataverseClient,
+    metadata: &Arc<EntityMetadata>,
+    mode: ReadMode,
+) -> EntitySource {
     EntitySource::new(client.clone(), metadata.clone())
         .with_columns(["name", "revenue", "createdon"])
         .with_page_size(100)
@@ -108,12 +112,21 @@ async fn a_parallel_full_read_of_clustered_ids_with_a_createdon_spike_reads_ever
     assert_each_once(&tally(&pages), &table_ids(&crm));
     let last = pages.last().unwrap();
     assert!(last.last && last.checkpoint.is_finished());
-    assert!(pages.iter().rev().skip(1).all(|p| !p.last && !p.checkpoint.is_finished()));
+    assert!(
+        pages
+            .iter()
+            .rev()
+            .skip(1)
+            .all(|p| !p.last && !p.checkpoint.is_finished())
+    );
     let ranges: BTreeSet<String> = partition_filters(&crm)
         .into_iter()
         .filter(|f| f.contains(" gt ") && f.contains(" le "))
         .collect();
-    assert!(ranges.len() >= 3, "the read ran in several bounded ranges: {ranges:?}");
+    assert!(
+        ranges.len() >= 3,
+        "the read ran in several bounded ranges: {ranges:?}"
+    );
 }
 
 #[tokio::test]
@@ -122,8 +135,14 @@ async fn a_parallel_first_change_tracking_read_gives_an_exact_next_delta() {
     let mut pages = source(&client, &metadata, ReadMode::ChangeTracking).pages();
     let mut first_read = vec![pages.try_next().await.unwrap().unwrap()];
     // A change made while the data read runs arrives again in the next delta.
-    let during = crm.rows("account")[700]["accountid"].as_str().unwrap().to_owned();
-    crm.upsert("account", json!({"accountid": during, "name": "Renamed during the read"}));
+    let during = crm.rows("account")[700]["accountid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    crm.upsert(
+        "account",
+        json!({"accountid": during, "name": "Renamed during the read"}),
+    );
     while let Some(page) = pages.try_next().await.unwrap() {
         first_read.push(page);
     }
@@ -133,12 +152,19 @@ async fn a_parallel_first_change_tracking_read_gives_an_exact_next_delta() {
 
     let rows = crm.rows("account");
     let changed = rows[10]["accountid"].as_str().unwrap().to_owned();
-    let deleted = rows[2000 % rows.len()]["accountid"].as_str().unwrap().to_owned();
-    crm.upsert("account", json!({"accountid": changed, "name": "Changed after"}));
+    let deleted = rows[2000 % rows.len()]["accountid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    crm.upsert(
+        "account",
+        json!({"accountid": changed, "name": "Changed after"}),
+    );
     crm.delete("account", &deleted);
     let created = crm.upsert("account", json!({"name": "Created after"}));
 
-    let delta = collect(source(&client, &metadata, ReadMode::ChangeTracking).resume_from(checkpoint)).await;
+    let delta =
+        collect(source(&client, &metadata, ReadMode::ChangeTracking).resume_from(checkpoint)).await;
     let mut upserts = BTreeSet::new();
     let mut deletes = BTreeSet::new();
     for change in delta.iter().flat_map(|p| &p.changes) {
@@ -187,14 +213,25 @@ async fn a_read_plan_runs_as_separate_workers_and_one_finishing_step() {
     let mut all = Vec::new();
     for index in 0..plan.partitions().len() {
         let worker = plan.worker(index).unwrap();
-        let pages = collect(source(&client, &metadata, ReadMode::ChangeTracking).resume_from(worker)).await;
-        assert!(pages.iter().all(|p| p.checkpoint.delta_link().is_none()), "workers do not finish the read");
+        let pages =
+            collect(source(&client, &metadata, ReadMode::ChangeTracking).resume_from(worker)).await;
+        assert!(
+            pages.iter().all(|p| p.checkpoint.delta_link().is_none()),
+            "workers do not finish the read"
+        );
         all.extend(pages);
     }
     assert_each_once(&tally(&all), &table_ids(&crm));
-    assert!(plan.worker(5).unwrap_err().to_string().contains("partitions 0 to 4"));
+    assert!(
+        plan.worker(5)
+            .unwrap_err()
+            .to_string()
+            .contains("partitions 0 to 4")
+    );
 
-    let finishing = collect(source(&client, &metadata, ReadMode::ChangeTracking).resume_from(plan.finishing())).await;
+    let finishing =
+        collect(source(&client, &metadata, ReadMode::ChangeTracking).resume_from(plan.finishing()))
+            .await;
     assert!(finishing.iter().all(|p| p.changes.is_empty()));
     let last = finishing.last().unwrap();
     assert!(last.last && last.checkpoint.delta_link().is_some());
@@ -228,24 +265,39 @@ async fn reconcile_removes_records_deleted_on_a_modified_on_table_every_nth_run(
     let (crm, client, _) = accounts(600).await;
     let job = companies_job(json!("auto"), "reconcile");
     let sink = MemorySink::new();
-    let first = job.run(&client, &sink, RunOptions::default()).await.unwrap();
+    let first = job
+        .run(&client, &sink, RunOptions::default())
+        .await
+        .unwrap();
     assert_eq!(first.status, SyncStatus::Success, "{first}");
     assert_eq!(sink.records("Company").len(), 600);
 
-    let gone = crm.rows("account")[42]["accountid"].as_str().unwrap().to_owned();
+    let gone = crm.rows("account")[42]["accountid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     crm.delete("account", &gone);
     let resume = |report: &d365_connector::SyncReport| RunOptions {
         checkpoint: report.checkpoint.clone(),
         ..RunOptions::default()
     };
     let second = job.run(&client, &sink, resume(&first)).await.unwrap();
-    assert_eq!(second.counts.deleted, 1, "the second run reconciles: {second}");
+    assert_eq!(
+        second.counts.deleted, 1,
+        "the second run reconciles: {second}"
+    );
     assert_eq!(sink.records("Company").len(), 599);
 
-    let gone_too = crm.rows("account")[7]["accountid"].as_str().unwrap().to_owned();
+    let gone_too = crm.rows("account")[7]["accountid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     crm.delete("account", &gone_too);
     let third = job.run(&client, &sink, resume(&second)).await.unwrap();
-    assert_eq!(third.counts.deleted, 0, "reconcile_every 2: not on the third run");
+    assert_eq!(
+        third.counts.deleted, 0,
+        "reconcile_every 2: not on the third run"
+    );
     let fourth = job.run(&client, &sink, resume(&third)).await.unwrap();
     assert_eq!(fourth.counts.deleted, 1, "{fourth}");
     assert_eq!(sink.records("Company").len(), 598);
@@ -270,7 +322,86 @@ async fn parallelism_1_reads_by_following_next_links_as_before() {
         .map(|r| r.path_and_query.clone())
         .collect();
     assert_eq!(reads.len(), 3, "three pages of 200: {reads:?}");
-    assert!(reads[0].contains("$orderby=modifiedon%20asc,accountid%20asc"), "{}", reads[0]);
+    assert!(
+        reads[0].contains("$orderby=modifiedon%20asc,accountid%20asc"),
+        "{}",
+        reads[0]
+    );
     assert!(!reads[0].contains("$filter"), "{}", reads[0]);
-    assert!(reads[1..].iter().all(|r| r.contains("$skiptoken=")), "{reads:?}");
+    assert!(
+        reads[1..].iter().all(|r| r.contains("$skiptoken=")),
+        "{reads:?}"
+    );
+}
+
+/// Accepts `healthy` batches, then fails every write, as a store going down does.
+#[derive(Debug)]
+struct FailingAfter<'a> {
+    inner: &'a MemorySink,
+    healthy: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl d365_connector::RecordSink for FailingAfter<'_> {
+    async fn write(
+        &self,
+        object: &str,
+        operations: &[d365_connector::Operation],
+    ) -> d365_connector::Result<Vec<d365_connector::WriteResult>> {
+        let left = self.healthy.load(std::sync::atomic::Ordering::SeqCst);
+        if left == 0 {
+            return Err(d365_connector::Error::new(
+                d365_connector::ErrorKind::Sink,
+                "the store is down",
+            ));
+        }
+        self.healthy
+            .store(left - 1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.write(object, operations).await
+    }
+}
+
+#[tokio::test]
+async fn a_parallel_job_failing_part_way_resumes_and_writes_every_record_exactly_once() {
+    let (_crm, client, _) = accounts(2400).await;
+    let job = companies_job(json!(4), "ignore");
+    let store = MemorySink::new();
+    let failing = FailingAfter {
+        inner: &store,
+        healthy: 5.into(),
+    };
+
+    let failed = job
+        .run(&client, &failing, RunOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(failed.status, SyncStatus::Failed, "{failed}");
+    let accepted = failed.counts.upserted;
+    assert!(accepted > 0 && accepted <= 5 * 200, "{failed}");
+
+    let resumed = job
+        .run(
+            &client,
+            &store,
+            RunOptions {
+                checkpoint: failed.checkpoint.clone(),
+                ..RunOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+
+    assert_eq!(resumed.status, SyncStatus::Success, "{resumed}");
+    assert_eq!(
+        resumed.counts.read,
+        2400 - accepted,
+        "accepted pages are not read again"
+    );
+    let companies = store.records("Company");
+    assert_eq!(companies.len(), 2400);
+    assert_eq!(
+        store.operation_count("Company"),
+        2400,
+        "no record written twice"
+    );
 }

@@ -111,12 +111,12 @@ impl SyncJob {
             }
         }
         let delete_key = self.delete_key_fields(&metadata)?;
-        let prior_runs = options
+        let run_number = 1 + options
             .checkpoint
             .as_ref()
-            .map_or(0, |checkpoint| checkpoint.finished_runs);
+            .map_or(0, |checkpoint| checkpoint.runs);
         let mut run = Run {
-            prior_runs,
+            run_number,
             job: self,
             mapping: &mapping,
             delete_key,
@@ -143,15 +143,12 @@ impl SyncJob {
         }
         if matches!(ending, Ok(Ending::Finished))
             && !run.full_resync
-            && self.reconcile_due(prior_runs)
+            && self.reconcile_due(run_number)
         {
             match run.reconcile(client, &metadata).await {
                 Ok(done) => reconciled = done,
                 Err(error) => ending = Err(error),
             }
-        }
-        if let (Ok(Ending::Finished), Some(checkpoint)) = (&ending, &mut run.checkpoint) {
-            checkpoint.finished_runs = prior_runs + 1;
         }
         let mut warnings = Vec::new();
         if !reconciled && !run.full_resync {
@@ -236,10 +233,10 @@ impl SyncJob {
         Ok((metadata, mapping))
     }
 
-    /// Whether this run (the one after `prior_runs` finished runs) reconciles deletions.
-    fn reconcile_due(&self, prior_runs: u64) -> bool {
+    /// Whether run number `run_number` (counted from 1) reconciles deletions.
+    fn reconcile_due(&self, run_number: u64) -> bool {
         let every = u64::from(self.reconcile_every.unwrap_or(1).max(1));
-        self.deletes == DeletePolicy::Reconcile && (prior_runs + 1) % every == 0
+        self.deletes == DeletePolicy::Reconcile && run_number % every == 0
     }
 }
 
@@ -252,8 +249,9 @@ enum Ending {
 /// The state of one run.
 struct Run<'a> {
     job: &'a SyncJob,
-    /// Finished runs before this one, carried by every checkpoint this run stores.
-    prior_runs: u64,
+    /// This run's number, counted from 1 through the checkpoints: every checkpoint it stores
+    /// carries it, for `reconcile_every`.
+    run_number: u64,
     mapping: &'a ValidatedMapping,
     delete_key: Vec<(String, TargetFieldType)>,
     sink: &'a dyn RecordSink,
@@ -293,7 +291,7 @@ impl Run<'_> {
             }
             self.pages += 1;
             self.checkpoint = Some(Checkpoint {
-                finished_runs: self.prior_runs,
+                runs: self.run_number,
                 ..page.checkpoint
             });
             if let Some(progress) = self.options.progress {

@@ -73,9 +73,9 @@ pub struct Checkpoint {
     pub(crate) columns: Vec<String>,
     pub(crate) filter: Option<String>,
     pub(crate) position: Position,
-    /// Finished runs of the job that stores the checkpoint (for `reconcile_every`).
+    /// The number of the job run that stored the checkpoint (for `reconcile_every`).
     #[serde(default, skip_serializing_if = "is_zero")]
-    pub(crate) finished_runs: u64,
+    pub(crate) runs: u64,
 }
 
 fn is_zero(runs: &u64) -> bool {

@@ -217,7 +217,8 @@ impl EntitySource {
         let parallelism = Parallelism::Fixed(u16::try_from(partitions.max(1)).unwrap_or(u16::MAX));
         match self.with_parallelism(parallelism).plan()? {
             Plan::Partitioned(shape, parallelism, None) => {
-                let read = parallel::PartitionedRead::begin(*shape, parallelism, None).await?;
+                let mut read = parallel::PartitionedRead::begin(*shape, parallelism, None).await?;
+                read.divide(partitions).await?;
                 Ok(read.plan())
             }
             _ => Err(Error::config(
@@ -357,7 +358,7 @@ impl EntitySource {
             columns,
             filter,
             position: Position::Complete,
-            finished_runs: 0,
+            runs: 0,
         };
         let mut reader = Reader::new(self.client, RecordDecoder::new(metadata), prefer, base);
 

@@ -162,6 +162,30 @@ fn parse_id(text: &str) -> Result<SqlGuid> {
     })
 }
 
+/// `link` with its `$select` replaced by `select`: the ids-only tracking read's delta token,
+/// asked for with the data read's columns (the token is a version of the table, not of the
+/// columns). Everything else stays as the server wrote it.
+fn with_select(link: &str, select: &str) -> String {
+    let (base, query) = link.split_once('?').unwrap_or((link, ""));
+    let mut encoded = String::from("$select=");
+    encode_query_value(select, &mut encoded);
+    let mut parts: Vec<&str> = query
+        .split('&')
+        .filter(|part| !part.is_empty() && !part.starts_with("$select="))
+        .collect();
+    parts.insert(0, &encoded);
+    format!("{base}?{}", parts.join("&"))
+}
+
+/// How a fresh read is divided: its first page is read alone (which is all a small table
+/// needs), then the rest is divided among the slots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Division {
+    AfterFirstPage,
+    Due,
+    Done,
+}
+
 /// One page of a range.
 struct Fetched {
     changes: Vec<RecordChange>,
@@ -221,6 +245,7 @@ pub(super) struct PartitionedRead {
     pages: u32,
     /// A worker's share of a plan: no tracking read, no final checkpoint of its own.
     worker: bool,
+    division: Division,
     finished: bool,
 }
 
@@ -251,6 +276,7 @@ impl PartitionedRead {
             span: None,
             pages: start.pages,
             worker: start.worker,
+            division: Division::Done,
             finished: false,
             shape,
         };
@@ -263,24 +289,33 @@ impl PartitionedRead {
         if fresh && read.shape.base.mode == ReadMode::ModifiedOn {
             read.since = read.shape.latest_modified_on().await?;
         }
-        read.span = read.shape.id_range(Bounds::WHOLE).await?;
         // After the first answers, the client knows the server's x-ms-dop-hint.
         read.slots = parallelism.slots(read.shape.client.concurrency_limit());
-        if fresh {
-            read.divide(read.slots).await?;
-        }
+        read.division = if fresh && read.slots > 1 {
+            Division::AfterFirstPage
+        } else {
+            read.span = read.shape.id_range(Bounds::WHOLE).await?;
+            Division::Done
+        };
         Ok(read)
     }
 
-    /// Divides a fresh read into up to `count` ranges whose bounds come from the data: each
-    /// split halves the widest range between its first and last actual id, and the halves'
-    /// own first and last ids are looked up (two one-row requests), so no range is empty and
-    /// the table's clusters of ids end up apart.
+    /// Divides the one range left after a fresh read's first page (which alone reads a small
+    /// table) into up to `count` ranges whose bounds come from the data: each split halves the
+    /// widest range between its first and last actual id, and the halves' own first and last
+    /// ids are looked up (two one-row requests), so no range is empty and the table's clusters
+    /// of ids end up apart.
     pub async fn divide(&mut self, count: usize) -> Result<()> {
-        let Some((first, last)) = self.span else {
+        self.division = Division::Done;
+        let [only] = self.active.as_slice() else {
             return Ok(());
         };
-        let mut pieces = vec![(Bounds::WHOLE, first, last)];
+        let bounds = only.bounds;
+        let Some((first, last)) = self.shape.id_range(bounds).await? else {
+            return Ok(());
+        };
+        self.span = Some((first, last));
+        let mut pieces = vec![(bounds, first, last)];
         while pieces.len() < count {
             let widest = pieces
                 .iter()
@@ -372,6 +407,9 @@ impl PartitionedRead {
             if self.finished {
                 return Ok(None);
             }
+            if self.division == Division::Due {
+                self.divide(self.slots).await?;
+            }
             self.fill_slots();
             match self.fetches.next().await {
                 Some(Done::Data { key, result }) => return self.accept(key, result?).map(Some),
@@ -418,22 +456,29 @@ impl PartitionedRead {
         }
     }
 
-    /// Splits the range with the most work left at its middle, giving the upper half to a new
-    /// range; `false` when no range can be split.
+    /// Splits the range with the most rows left (by the density of what it read so far) at
+    /// its middle, giving the upper half to a new range; `false` when no range is worth
+    /// splitting (none has two pages' worth left).
     fn split_busiest(&mut self) -> bool {
         let Some((first, last)) = self.span else {
             return false;
         };
-        let density = self.density(first);
+        let worth = 2.0
+            * f64::from(
+                self.shape
+                    .prefer
+                    .max_page_size
+                    .unwrap_or(super::MAX_PAGE_SIZE),
+            );
         let busiest = self
             .active
             .iter()
             .enumerate()
             .filter_map(|(index, active)| {
                 let (lo, hi) = active.effective(first, last)?;
-                let rows_per_id = active.density(first).unwrap_or(density);
-                Some((index, rows_per_id * lo.distance_to(hi)))
+                Some((index, active.density(first)? * lo.distance_to(hi)))
             })
+            .filter(|(_, rows_left)| *rows_left >= worth)
             .max_by(|a, b| a.1.total_cmp(&b.1));
         let Some((index, _)) = busiest else {
             return false;
@@ -445,20 +490,6 @@ impl PartitionedRead {
         self.active[index].bounds = lower;
         self.add(upper);
         true
-    }
-
-    /// Rows per id of key space over every range read so far (1 before any).
-    fn density(&self, first: SqlGuid) -> f64 {
-        let (rows, width) = self
-            .active
-            .iter()
-            .filter_map(|a| Some((a.rows as f64, a.consumed(first)?)))
-            .fold((0.0, 0.0), |(r, w), (ar, aw)| (r + ar, w + aw));
-        if rows > 0.0 && width > 0.0 {
-            rows / width
-        } else {
-            1.0
-        }
     }
 
     /// Takes a fetched page of range `key`: rows past the range's (possibly lowered) upper
@@ -486,6 +517,9 @@ impl PartitionedRead {
         match changes.last() {
             Some(last) if fetched.more && !overran => {
                 active.bounds.after = Some(parse_id(last.id())?);
+                if self.division == Division::AfterFirstPage {
+                    self.division = Division::Due;
+                }
             }
             None if fetched.more && !overran => {
                 return Err(Error::decode(format!(
@@ -536,7 +570,7 @@ impl PartitionedRead {
                 ..self.progress()
             }),
             (ReadMode::ChangeTracking, Some(Tracking::DeltaLink(link))) => Position::Delta {
-                delta_link: link.clone(),
+                delta_link: with_select(link, &self.shape.select),
             },
             (ReadMode::ChangeTracking, _) => {
                 return Err(Error::decode(format!(

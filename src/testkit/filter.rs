@@ -1,7 +1,8 @@
 //! `$filter` and `$orderby`: the subset a sync sends, parsed strictly and evaluated on rows.
 
+use super::guid::SqlGuid;
 use super::reply::ApiError;
-use super::state::{AttributeDef, EntityDef, Row, is_guid};
+use super::state::{AttributeDef, EntityDef, Row};
 use crate::metadata::AttributeType;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::Value as Json;
@@ -37,7 +38,7 @@ pub(crate) enum Lit {
     Null,
     Bool(bool),
     Str(String),
-    Guid(String),
+    Guid(SqlGuid),
     Int(i64),
     Dec(String),
     DateTime(DateTime<Utc>),
@@ -358,8 +359,8 @@ fn literal(word: &str) -> Option<Lit> {
         "false" => return Some(Lit::Bool(false)),
         _ => {}
     }
-    if is_guid(word) {
-        return Some(Lit::Guid(word.to_ascii_lowercase()));
+    if let Some(guid) = SqlGuid::parse(word) {
+        return Some(Lit::Guid(guid));
     }
     if let Ok(dt) = DateTime::parse_from_rfc3339(word) {
         return Some(Lit::DateTime(dt.with_timezone(&Utc)));
@@ -512,7 +513,7 @@ fn compare_lit(cell: &Json, lit: &Lit) -> Option<Ordering> {
         Lit::Str(s) => cell
             .as_str()
             .map(|c| c.to_lowercase().cmp(&s.to_lowercase())),
-        Lit::Guid(g) => cell.as_str().map(|c| c.to_ascii_lowercase().cmp(g)),
+        Lit::Guid(g) => cell.as_str().and_then(SqlGuid::parse).map(|c| c.cmp(g)),
         Lit::Int(i) => number(cell)?.partial_cmp(&(*i as f64)),
         Lit::Dec(d) => number(cell)?.partial_cmp(&d.parse::<f64>().ok()?),
         Lit::DateTime(t) => Some(instant(cell)?.cmp(t)),
@@ -520,25 +521,54 @@ fn compare_lit(cell: &Json, lit: &Lit) -> Option<Ordering> {
     }
 }
 
-/// Orders two cells of the same column (`attr`): nulls first, then by value.
-pub(crate) fn compare_cells(a: &Json, b: &Json, attr: &AttributeDef) -> Ordering {
-    match (a, b) {
-        (Json::Null, Json::Null) => return Ordering::Equal,
-        (Json::Null, _) => return Ordering::Less,
-        (_, Json::Null) => return Ordering::Greater,
-        _ => {}
+/// A cell's place in `$orderby` order: nulls first, then by value (GUIDs in SQL Server order,
+/// text case-insensitively).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum SortKey {
+    Null,
+    Number(Option<TotalF64>),
+    Instant(Option<DateTime<Utc>>),
+    Bool(Option<bool>),
+    Guid(Option<SqlGuid>),
+    Text(Option<String>),
+}
+
+/// An `f64` ordered by [`f64::total_cmp`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TotalF64(f64);
+
+impl PartialEq for TotalF64 {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
     }
-    let ordering = match family(edm_type(attr)) {
-        "number" => number(a).partial_cmp(&number(b)),
-        "date" => Some(instant(a).cmp(&instant(b))),
-        "Edm.Boolean" => Some(a.as_bool().cmp(&b.as_bool())),
-        _ => Some(
-            a.as_str()
-                .map(str::to_lowercase)
-                .cmp(&b.as_str().map(str::to_lowercase)),
-        ),
-    };
-    ordering.unwrap_or(Ordering::Equal)
+}
+
+impl Eq for TotalF64 {}
+
+impl PartialOrd for TotalF64 {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for TotalF64 {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+
+/// The sort key of `cell`, a value of column `attr`.
+pub(crate) fn sort_key(cell: &Json, attr: &AttributeDef) -> SortKey {
+    if cell.is_null() {
+        return SortKey::Null;
+    }
+    match family(edm_type(attr)) {
+        "number" => SortKey::Number(number(cell).map(TotalF64)),
+        "date" => SortKey::Instant(instant(cell)),
+        "Edm.Boolean" => SortKey::Bool(cell.as_bool()),
+        "Edm.Guid" => SortKey::Guid(cell.as_str().and_then(SqlGuid::parse)),
+        _ => SortKey::Text(cell.as_str().map(str::to_lowercase)),
+    }
 }
 
 /// A parsed `$orderby`: properties with `true` for descending.

@@ -68,7 +68,10 @@
 //! unsupported query option is refused with a 400, never ignored. Formatted values are en-US
 //! and in UTC.
 
+mod bulk;
 mod filter;
+mod guid;
+mod limits;
 mod metadata;
 mod odata;
 mod reply;
@@ -76,12 +79,15 @@ mod sample;
 mod state;
 mod token;
 
+pub use bulk::AccountShape;
+pub use limits::{ServiceLimits, ThrottleCounts};
 pub use state::{AttributeDef, EntityDef};
 
 use reply::{ApiError, Reply};
 use state::State;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate, matchers::any};
 
 /// A fault the stand-in plays, see [`StandIn::inject`].
@@ -412,11 +418,66 @@ impl StandIn {
         self.lock().token_requests
     }
 
-    /// Forgets the recorded requests and the token request count.
+    /// Forgets the recorded requests, the token request count and the
+    /// [throttle counts](StandIn::throttled_requests).
     pub fn clear_requests(&self) {
         let mut state = self.lock();
         state.requests.clear();
         state.token_requests = 0;
+        state.load.throttled = ThrottleCounts::default();
+    }
+
+    /// Adds `n` generated accounts shaped like a real table (see [`AccountShape`]), fast
+    /// enough for 100,000s of rows; the `account` table of the
+    /// [sample data](self#the-sample-data) is added first if there is no `account` table.
+    ///
+    /// Every row has the sample account columns (13 besides `accountid`) with varied values:
+    /// names, numbers `AC-1000000` on, Money `revenue` as exact four-decimal literals (some
+    /// with more digits than an `f64` holds), employees, industry, city, website, state and
+    /// status, a primary contact and an owner picked from the `contact` and `systemuser`
+    /// rows (`null` when there are none), `createdon` and `modifiedon`. Ids are sequential
+    /// within each cluster in SQL Server order, as Dataverse hands them out
+    /// (`1800bd86-ad1f-ef11-840b-000d3abf969a`, `1900bd86-ad1f-...`), and later calls continue
+    /// the sequences. Each row is one change for change tracking. Generation is
+    /// deterministic: the same calls give the same rows.
+    ///
+    /// # Panics
+    /// If `shape.clusters` is 0, `shape.createdon_spike` is outside `0.0..=1.0`, or an
+    /// `account` table exists without the sample account columns.
+    pub fn add_accounts(&self, n: usize, shape: AccountShape) {
+        bulk::add_accounts(&mut self.lock(), n, shape);
+    }
+
+    /// Sets the `x-ms-dop-hint` header (Dataverse's recommended degree of parallelism) that
+    /// every Web API response carries; `None` (the default) sends none.
+    pub fn set_dop_hint(&self, hint: Option<u32>) {
+        self.lock().load.dop_hint = hint;
+    }
+
+    /// Sets the server time of a full page: 5000 rows with 13 or more columns (the primary
+    /// id included). A page of records costs that in proportion to the rows it returns, and
+    /// by its columns from the whole of it (13 columns and more) down to a quarter (the
+    /// primary id alone), linearly in between; other requests cost nothing. The cost is
+    /// served as a delay before the response (the instance keeps answering other requests
+    /// meanwhile) and is what the [execution-time limit](ServiceLimits::execution_time)
+    /// counts. Default: zero.
+    pub fn set_server_time(&self, full_page: Duration) {
+        self.lock().load.full_page = full_page;
+    }
+
+    /// Sets the service protection limits that Web API requests with a valid token are held
+    /// to (see [`ServiceLimits`]); a refused request answers `429` with `Retry-After` (whole
+    /// seconds, at least 1) and Dataverse's error body. Default:
+    /// [`ServiceLimits::default`], no limits.
+    pub fn set_limits(&self, limits: ServiceLimits) {
+        self.lock().load.limits = limits;
+    }
+
+    /// How many Web API requests were answered `429`, by code, since the start or the last
+    /// [`clear_requests`](StandIn::clear_requests): the limits' refusals and played
+    /// [`Fault::Throttle`]s.
+    pub fn throttled_requests(&self) -> ThrottleCounts {
+        self.lock().load.throttled
     }
 
     /// How many queued faults have not played yet.
@@ -452,7 +513,9 @@ impl Respond for Handler {
                 .collect(),
             body: request.body.clone(),
         });
-        route(&mut state, request).into_template()
+        let (reply, delay) = route(&mut state, request);
+        drop(state);
+        reply.into_template().set_delay(delay)
     }
 }
 
@@ -460,18 +523,23 @@ fn header<'a>(request: &'a Request, name: &str) -> Option<&'a str> {
     request.headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-fn route(state: &mut State, request: &Request) -> Reply {
+/// The response to `request` and how long it takes the server (sent as a response delay).
+fn route(state: &mut State, request: &Request) -> (Reply, Duration) {
     let path = request.url.path();
     if let Some(rest) = path.strip_prefix(API_PREFIX) {
-        let reply = api(state, request, rest).unwrap_or_else(ApiError::into_reply);
+        let (mut reply, delay) = api(state, request, rest);
         let id = state.guid();
-        return reply
+        if let Some(dop) = state.load.dop_hint {
+            reply = reply.header("x-ms-dop-hint", dop.to_string());
+        }
+        let reply = reply
             .header("OData-Version", "4.0")
             .header("x-ms-service-request-id", id.clone())
             .header("REQ_ID", id);
+        return (reply, delay);
     }
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    match (request.method.as_str(), segments.as_slice()) {
+    let reply = match (request.method.as_str(), segments.as_slice()) {
         ("POST", [tenant, "oauth2", "v2.0", "token"]) => token::token(
             state,
             tenant,
@@ -487,39 +555,64 @@ fn route(state: &mut State, request: &Request) -> Reply {
             headers: Vec::new(),
             body: format!("The stand-in serves no {} {path}", request.method),
         },
-    }
+    };
+    (reply, Duration::ZERO)
 }
 
-/// A Web API request: authorization, queued faults, then the resource.
-fn api(state: &mut State, request: &Request, rest: &str) -> Result<Reply, ApiError> {
+/// A Web API request: authorization, queued faults, the resource, then the service
+/// protection limits on its server time.
+fn api(state: &mut State, request: &Request, rest: &str) -> (Reply, Duration) {
     let bearer = header(request, "authorization").and_then(|h| h.strip_prefix("Bearer "));
     let valid = bearer
         .is_some_and(|t| state.access_tokens.get(t.trim()) == Some(&state::TokenState::Valid));
     if !valid {
-        let reply = ApiError::new(
-            401,
-            "",
-            if bearer.is_some() {
-                "The access token is invalid or has expired."
-            } else {
-                "Authorization header is missing; a Bearer token is required."
-            },
-        )
-        .into_reply()
-        .header(
-            "WWW-Authenticate",
-            format!(
-                "Bearer authorization_uri={}/{}/oauth2/authorize, resource_id={}/",
-                state.base_url,
-                StandIn::TENANT_ID,
-                state.base_url
-            ),
-        );
-        return Ok(reply);
+        return (unauthorized(state, bearer.is_some()), Duration::ZERO);
     }
     if let Some(fault) = state.faults.pop_front() {
-        return Ok(fault_reply(fault));
+        if matches!(fault, Fault::Throttle { .. }) {
+            state.load.throttled.number_of_requests += 1;
+        }
+        return (fault_reply(fault), Duration::ZERO);
     }
+    let (reply, page) = resource(state, request, rest, bearer.unwrap_or_default())
+        .unwrap_or_else(|e| (e.into_reply(), None));
+    let cost = page.map_or(Duration::ZERO, |p| state.load.page_cost(p.rows, p.columns));
+    match state.load.admit(Instant::now(), cost) {
+        Ok(()) => (reply, cost),
+        Err(refusal) => (refusal.into_reply(), Duration::ZERO),
+    }
+}
+
+/// `401` for a request without a valid access token.
+fn unauthorized(state: &State, has_bearer: bool) -> Reply {
+    ApiError::new(
+        401,
+        "",
+        if has_bearer {
+            "The access token is invalid or has expired."
+        } else {
+            "Authorization header is missing; a Bearer token is required."
+        },
+    )
+    .into_reply()
+    .header(
+        "WWW-Authenticate",
+        format!(
+            "Bearer authorization_uri={}/{}/oauth2/authorize, resource_id={}/",
+            state.base_url,
+            StandIn::TENANT_ID,
+            state.base_url
+        ),
+    )
+}
+
+/// The resource a Web API request names, with the page of records it returned (if any).
+fn resource(
+    state: &mut State,
+    request: &Request,
+    rest: &str,
+    bearer: &str,
+) -> Result<(Reply, Option<odata::Page>), ApiError> {
     if request.method.as_str() != "GET" {
         return Err(ApiError::new(
             405,
@@ -534,13 +627,13 @@ fn api(state: &mut State, request: &Request, rest: &str) -> Result<Reply, ApiErr
         let who = serde_json::json!({
             "@odata.context": format!("{}$metadata#Microsoft.Dynamics.CRM.WhoAmIResponse", odata::api_base(state)),
             "BusinessUnitId": StandIn::BUSINESS_UNIT_ID,
-            "UserId": who_am_i(bearer.unwrap_or_default()),
+            "UserId": who_am_i(bearer),
             "OrganizationId": StandIn::ORGANIZATION_ID,
         });
-        return Ok(Reply::ok(who.to_string()));
+        return Ok((Reply::ok(who.to_string()), None));
     }
     if rest.starts_with("EntityDefinitions") {
-        return metadata::get(state, rest, &request.url);
+        return metadata::get(state, rest, &request.url).map(|reply| (reply, None));
     }
     let prefer: Vec<String> = request
         .headers
@@ -548,7 +641,8 @@ fn api(state: &mut State, request: &Request, rest: &str) -> Result<Reply, ApiErr
         .iter()
         .filter_map(|v| v.to_str().ok().map(str::to_owned))
         .collect();
-    odata::get(state, rest, &request.url, &odata::Prefs::parse(&prefer))
+    let (reply, page) = odata::get(state, rest, &request.url, &odata::Prefs::parse(&prefer))?;
+    Ok((reply, Some(page)))
 }
 
 /// The user a token was issued to, read back from its claims.
@@ -571,7 +665,7 @@ fn fault_reply(fault: Fault) -> Reply {
     match fault {
         Fault::Throttle { retry_after_secs } => ApiError::new(
             429,
-            "0x80072322",
+            limits::NUMBER_OF_REQUESTS,
             "Number of requests exceeded the limit of 6000 over time window of 300 seconds.",
         )
         .into_reply()

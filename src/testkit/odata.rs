@@ -1,7 +1,7 @@
 //! Record queries: `$select`, `$filter`, `$orderby`, `$top`, paging by `@odata.nextLink`,
 //! annotations on request, and change tracking (`@odata.deltaLink`, `$deltatoken`).
 
-use super::filter::{self, Expr};
+use super::filter::{self, Expr, SortKey};
 use super::reply::{self, ApiError, Obj, Out, Reply};
 use super::state::{AttributeDef, EntityDef, Row, State, Table};
 use crate::metadata::AttributeType;
@@ -175,7 +175,30 @@ pub(crate) fn api_base(state: &State) -> String {
 }
 
 /// `GET <entityset>` or `GET <entityset>(<id>)`.
-pub(crate) fn get(state: &State, path: &str, url: &Url, prefs: &Prefs) -> Result<Reply, ApiError> {
+/// The rows a record query returned and how many columns each has (the primary id included):
+/// what its server time depends on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Page {
+    pub(crate) rows: usize,
+    pub(crate) columns: usize,
+}
+
+impl Page {
+    fn new(def: &EntityDef, rows: usize, props: &[String]) -> Self {
+        let id_missing = !props.contains(&def.primary_id);
+        Page {
+            rows,
+            columns: props.len() + usize::from(id_missing),
+        }
+    }
+}
+
+pub(crate) fn get(
+    state: &State,
+    path: &str,
+    url: &Url,
+    prefs: &Prefs,
+) -> Result<(Reply, Page), ApiError> {
     let (segment, key) = match path.split_once('(') {
         Some((set, rest)) => (set, Some(rest)),
         None => (path, None),
@@ -251,7 +274,7 @@ fn single(
     id: &str,
     query: &Query,
     prefs: &Prefs,
-) -> Result<Reply, ApiError> {
+) -> Result<(Reply, Page), ApiError> {
     let def = &table.def;
     let id = id.trim_matches('\'').to_ascii_lowercase();
     if query.filter.is_some()
@@ -281,7 +304,7 @@ fn single(
     if !applied.is_empty() {
         reply = reply.header("Preference-Applied", applied);
     }
-    Ok(reply)
+    Ok((reply, Page::new(def, 1, &props)))
 }
 
 /// A paging cookie, as opaque to clients as Dataverse's.
@@ -349,7 +372,7 @@ fn collection(
     table: &Table,
     query: &Query,
     prefs: &Prefs,
-) -> Result<Reply, ApiError> {
+) -> Result<(Reply, Page), ApiError> {
     let def = &table.def;
     if prefs.track_changes {
         tracking_allowed(def, query)?;
@@ -382,26 +405,16 @@ fn collection(
         None => None,
     };
 
-    let mut rows: Vec<&Row> = table
+    let rows: Vec<&Row> = table
         .rows
         .iter()
         .filter(|r| filter.as_ref().is_none_or(|f| filter::matches(f, r)))
         .collect();
-    if !orderby.is_empty() {
-        rows.sort_by(|a, b| {
-            for (property, descending) in &orderby {
-                let attr = def.property(property).expect("validated");
-                let x = a.fields.get(property).unwrap_or(&Json::Null);
-                let y = b.fields.get(property).unwrap_or(&Json::Null);
-                let ord = filter::compare_cells(x, y, attr);
-                let ord = if *descending { ord.reverse() } else { ord };
-                if ord != Ordering::Equal {
-                    return ord;
-                }
-            }
-            a.seq.cmp(&b.seq)
-        });
-    }
+    let mut rows = if orderby.is_empty() {
+        rows
+    } else {
+        sorted(def, rows, &orderby)
+    };
     if let Some(top) = top {
         rows.truncate(top);
     }
@@ -450,7 +463,39 @@ fn collection(
         trailer.push(("@odata.deltaLink", delta_link(state, def, query, snapshot)));
     }
     let body = reply::collection(&context(state, def, query, ""), &items, &trailer);
-    Ok(with_applied(Reply::ok(body), prefs, prefs.track_changes))
+    let reply = with_applied(Reply::ok(body), prefs, prefs.track_changes);
+    Ok((reply, Page::new(def, items.len(), &props)))
+}
+
+/// `rows` in `$orderby` order, ties in insertion order; each row's keys are computed once.
+fn sorted<'a>(def: &EntityDef, rows: Vec<&'a Row>, orderby: &[(String, bool)]) -> Vec<&'a Row> {
+    let mut keyed: Vec<(Vec<SortKey>, &Row)> = rows
+        .into_iter()
+        .map(|row| {
+            let keys = orderby
+                .iter()
+                .map(|(property, _)| {
+                    let attr = def.property(property).expect("validated");
+                    filter::sort_key(row.fields.get(property).unwrap_or(&Json::Null), attr)
+                })
+                .collect();
+            (keys, row)
+        })
+        .collect();
+    keyed.sort_by(|(x, a), (y, b)| {
+        let by_keys = x
+            .iter()
+            .zip(y)
+            .zip(orderby)
+            .map(|((x, y), (_, descending))| {
+                let ord = x.cmp(y);
+                if *descending { ord.reverse() } else { ord }
+            });
+        by_keys
+            .fold(Ordering::Equal, Ordering::then)
+            .then(a.seq.cmp(&b.seq))
+    });
+    keyed.into_iter().map(|(_, row)| row).collect()
 }
 
 fn with_applied(reply: Reply, prefs: &Prefs, tracking: bool) -> Reply {
@@ -526,7 +571,12 @@ enum Change<'a> {
     Deleted(&'a str),
 }
 
-fn delta(state: &State, table: &Table, query: &Query, prefs: &Prefs) -> Result<Reply, ApiError> {
+fn delta(
+    state: &State,
+    table: &Table,
+    query: &Query,
+    prefs: &Prefs,
+) -> Result<(Reply, Page), ApiError> {
     let def = &table.def;
     tracking_allowed(def, query)?;
     let token = query.deltatoken.as_deref().unwrap_or_default();
@@ -618,7 +668,8 @@ fn delta(state: &State, table: &Table, query: &Query, prefs: &Prefs) -> Result<R
         trailer.push(("@odata.deltaLink", delta_link(state, def, query, upper)));
     }
     let body = reply::collection(&context(state, def, query, "/$delta"), &items, &trailer);
-    Ok(with_applied(Reply::ok(body), prefs, true))
+    let reply = with_applied(Reply::ok(body), prefs, true);
+    Ok((reply, Page::new(def, items.len(), &props)))
 }
 
 /// One row as the Web API writes it: etag, the selected properties (annotations first when

@@ -1,5 +1,6 @@
 //! Tables, rows, versions, tokens and queued faults: everything the stand-in remembers.
 
+use super::limits::Load;
 use super::{Fault, RecordedRequest};
 use crate::metadata::AttributeType;
 use base64::Engine as _;
@@ -273,6 +274,9 @@ pub(crate) struct State {
     pub(crate) faults: VecDeque<Fault>,
     pub(crate) requests: Vec<RecordedRequest>,
     pub(crate) token_requests: usize,
+    pub(crate) load: Load,
+    /// How many rows [`StandIn::add_accounts`](super::StandIn::add_accounts) generated so far.
+    pub(crate) generated_accounts: u64,
     seed: [u8; 32],
     counter: u64,
 }
@@ -296,6 +300,8 @@ impl State {
             faults: VecDeque::new(),
             requests: Vec::new(),
             token_requests: 0,
+            load: Load::default(),
+            generated_accounts: 0,
             seed,
             counter: 0,
         }
@@ -335,7 +341,7 @@ impl State {
             .find(|t| t.def.entity_set_name == entity_set)
     }
 
-    fn table_mut(&mut self, logical_name: &str) -> &mut Table {
+    pub(crate) fn table_mut(&mut self, logical_name: &str) -> &mut Table {
         match self
             .tables
             .iter_mut()
@@ -627,21 +633,13 @@ fn normalize(entity: &str, attr: &AttributeDef, key: &str, value: Json) -> Json 
         | AttributeType::Lookup
         | AttributeType::Customer
         | AttributeType::Owner => match value.as_str() {
-            Some(text) if is_guid(text) => Json::String(text.to_ascii_lowercase()),
+            Some(text) if super::guid::SqlGuid::parse(text).is_some() => {
+                Json::String(text.to_ascii_lowercase())
+            }
             _ => bad("a GUID string"),
         },
         _ => value,
     }
-}
-
-/// Whether `text` is a GUID in `8-4-4-4-12` hex form.
-pub(crate) fn is_guid(text: &str) -> bool {
-    let groups: Vec<&str> = text.split('-').collect();
-    groups.len() == 5
-        && groups
-            .iter()
-            .zip([8, 4, 4, 4, 12])
-            .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// Formats 16 bytes as a lowercase GUID.
