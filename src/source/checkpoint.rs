@@ -190,6 +190,9 @@ pub(crate) struct Progress {
     /// `modified_on`: the watermark the next read starts from once this one is done.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<DateTime<Utc>>,
+    /// `modified_on`: the records read with exactly that `modifiedon`, id to etag.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub seen: BTreeMap<String, String>,
     /// Pages of this read already returned.
     pub pages: u32,
     /// A worker's share of a [`ReadPlan`](crate::ReadPlan): it reads its ranges only, and

@@ -240,6 +240,8 @@ pub(super) struct PartitionedRead {
     tracking_link: Option<Tracking>,
     /// `modified_on`: the watermark the next read starts from.
     since: Option<DateTime<Utc>>,
+    /// `modified_on`: the records read at exactly the watermark, id to etag.
+    seen: BTreeMap<String, String>,
     /// The smallest and largest id at the start, for weighing ranges.
     span: Option<(SqlGuid, SqlGuid)>,
     pages: u32,
@@ -262,6 +264,7 @@ impl PartitionedRead {
             partitions: vec![Partition::whole()],
             tracking: None,
             since: None,
+            seen: BTreeMap::new(),
             pages: 0,
             worker: false,
         });
@@ -273,6 +276,7 @@ impl PartitionedRead {
             tracking: TrackingRead::None,
             tracking_link: None,
             since: start.since,
+            seen: start.seen,
             span: None,
             pages: start.pages,
             worker: start.worker,
@@ -511,6 +515,7 @@ impl PartitionedRead {
                 overran = true;
             }
         }
+        self.note_boundary(&changes);
         let active = &mut self.active[index];
         active.fetching = false;
         active.rows += changes.len() as u64;
@@ -544,6 +549,24 @@ impl PartitionedRead {
         })
     }
 
+    /// `modified_on`: remembers the version of each record read at exactly the watermark, so
+    /// that the next read skips it unless it changed again within that second.
+    fn note_boundary(&mut self, changes: &[RecordChange]) {
+        let Some(since) = self.since else {
+            return;
+        };
+        for record in changes.iter().filter_map(RecordChange::record) {
+            let at_watermark = record
+                .get(MODIFIED_ON)
+                .and_then(|f| f.value.as_str())
+                .and_then(|text| DateTime::parse_from_rfc3339(text).ok())
+                .is_some_and(|modified| modified == since);
+            if let (true, Some(etag)) = (at_watermark, record.etag()) {
+                self.seen.insert(record.id().to_owned(), etag.to_owned());
+            }
+        }
+    }
+
     /// Where the read stands: every unfinished range from its last returned row.
     fn checkpoint(&self) -> Checkpoint {
         Checkpoint {
@@ -557,6 +580,7 @@ impl PartitionedRead {
             partitions: self.active.iter().map(|a| a.bounds.partition()).collect(),
             tracking: self.tracking_link.clone(),
             since: self.since,
+            seen: self.seen.clone(),
             pages: self.pages,
             worker: self.worker,
         }
@@ -581,7 +605,7 @@ impl PartitionedRead {
             (ReadMode::ModifiedOn, _) => Position::Watermark {
                 watermark: self.since.map(|modified_on| Watermark {
                     modified_on,
-                    seen: BTreeMap::new(),
+                    seen: std::mem::take(&mut self.seen),
                 }),
             },
             _ => Position::Complete,
