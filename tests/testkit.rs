@@ -1,8 +1,12 @@
 //! The stand-in Dynamics instance, exercised with plain `reqwest` as any Dataverse client would.
 
 use d365_connector::AttributeType;
-use d365_connector::testkit::{AttributeDef, EntityDef, Fault, StandIn};
+use d365_connector::testkit::{
+    AccountShape, AttributeDef, EntityDef, Fault, ServiceLimits, StandIn, ThrottleCounts,
+};
 use serde_json::{Value, json};
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 const FORMATTED: &str = "OData.Community.Display.V1.FormattedValue";
 const LOOKUP: &str = "Microsoft.Dynamics.CRM.lookuplogicalname";
@@ -654,6 +658,13 @@ async fn throttle_fault_answers_429_with_retry_after_once() {
     let ok = get_json(&crm, &token, "accounts?$select=name", &[]).await;
     assert_eq!(ok["value"].as_array().unwrap().len(), 12);
     assert_eq!(crm.pending_faults(), 0);
+    assert_eq!(
+        crm.throttled_requests(),
+        ThrottleCounts {
+            number_of_requests: 1,
+            ..ThrottleCounts::default()
+        }
+    );
 }
 
 #[tokio::test]
@@ -858,4 +869,404 @@ async fn large_deltas_are_paged_and_end_with_a_delta_link() {
     .await;
     assert_eq!(next["value"].as_array().unwrap().len(), 1);
     assert_eq!(next["value"][0]["lastname"], "Changed again");
+}
+
+/// Every row of a read, following next links.
+async fn read_all(crm: &StandIn, token: &str, url: &str, prefer: &[&str]) -> Vec<Value> {
+    let mut url = url.to_owned();
+    let mut rows = Vec::new();
+    loop {
+        let body = get_json(crm, token, &url, prefer).await;
+        rows.extend(body["value"].as_array().unwrap().iter().cloned());
+        match body["@odata.nextLink"].as_str() {
+            Some(next) => url = next.to_owned(),
+            None => return rows,
+        }
+    }
+}
+
+fn ids(rows: &[Value]) -> Vec<String> {
+    rows.iter()
+        .map(|r| r["accountid"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// SQL Server's uniqueidentifier order as the notes put it, independently of the stand-in:
+/// the last group, then the fourth, then the third, second and first with their byte pairs
+/// read right to left.
+fn sql_key(id: &str) -> Vec<&str> {
+    let groups: Vec<&str> = id.split('-').collect();
+    let order: [(usize, &[usize]); 5] = [
+        (4, &[0, 1, 2, 3, 4, 5]),
+        (3, &[0, 1]),
+        (2, &[1, 0]),
+        (1, &[1, 0]),
+        (0, &[3, 2, 1, 0]),
+    ];
+    let mut key = Vec::new();
+    for (group, pairs) in order {
+        let text: &str = groups[group];
+        key.extend(pairs.iter().map(|&i| &text[2 * i..2 * i + 2]));
+    }
+    key
+}
+
+const ACCOUNT_COLUMNS: &str = "name,accountnumber,revenue,numberofemployees,industrycode,address1_city,websiteurl,statecode,statuscode,_primarycontactid_value,_ownerid_value,createdon,modifiedon";
+
+#[tokio::test]
+async fn generated_accounts_have_clustered_ids_a_createdon_spike_and_exact_money() {
+    let crm = StandIn::with_sample_data().await;
+    crm.add_accounts(
+        1000,
+        AccountShape {
+            clusters: 3,
+            createdon_spike: 0.4,
+        },
+    );
+    let token = token(&crm).await;
+    let rows = read_all(
+        &crm,
+        &token,
+        &format!("accounts?$select={ACCOUNT_COLUMNS}&$filter=startswith(accountnumber,'AC-')"),
+        &["odata.maxpagesize=300"],
+    )
+    .await;
+    assert_eq!(rows.len(), 1000);
+    let all = ids(&rows);
+    assert_eq!(all.iter().collect::<HashSet<_>>().len(), 1000);
+
+    // Three clusters by last group; within each, ids rise in SQL order in insertion order.
+    let mut clusters: HashMap<&str, Vec<&String>> = HashMap::new();
+    for id in &all {
+        clusters.entry(&id[24..]).or_default().push(id);
+    }
+    assert_eq!(clusters.len(), 3, "{:?}", clusters.keys());
+    for members in clusters.values() {
+        assert!(members.len() > 50);
+        assert!(members.windows(2).all(|w| sql_key(w[0]) < sql_key(w[1])));
+        let constant = |id: &str| id[14..].to_owned();
+        assert!(
+            members
+                .iter()
+                .all(|id| constant(id) == constant(members[0]))
+        );
+    }
+
+    // 400 rows share one createdon second; no other second holds more than one row.
+    let mut per_second: HashMap<&str, usize> = HashMap::new();
+    for row in &rows {
+        *per_second
+            .entry(row["createdon"].as_str().unwrap())
+            .or_default() += 1;
+    }
+    let mut counts: Vec<usize> = per_second.values().copied().collect();
+    counts.sort_unstable();
+    assert_eq!(counts.last(), Some(&400));
+    assert_eq!(counts[counts.len() - 2], 1);
+
+    // 13 columns besides the id, each with varied values.
+    let stored = crm.rows("account");
+    let generated: Vec<&Value> = stored
+        .iter()
+        .filter(|r| r["accountnumber"].as_str().unwrap().starts_with("AC-"))
+        .collect();
+    assert_eq!(
+        generated[0].as_object().unwrap().len(),
+        15,
+        "14 columns and the etag"
+    );
+    for column in ACCOUNT_COLUMNS.split(',') {
+        let values: HashSet<String> = rows.iter().map(|r| r[column].to_string()).collect();
+        assert!(values.len() > 1, "{column} is always {values:?}");
+    }
+
+    // Money goes out digit for digit, as the literal stored.
+    let body = get(
+        &crm,
+        &token,
+        "accounts?$select=revenue&$filter=startswith(accountnumber,'AC-')",
+        &[],
+    )
+    .await
+    .text()
+    .await
+    .unwrap();
+    let literals: Vec<&str> = generated
+        .iter()
+        .filter_map(|r| r["revenue"].as_str())
+        .collect();
+    assert!(literals.len() > 800);
+    assert!(
+        literals
+            .iter()
+            .all(|l| l.split_once('.').unwrap().1.len() == 4)
+    );
+    assert!(literals.iter().any(|l| l.len() >= 17), "some beyond f64");
+    for literal in literals {
+        assert!(
+            body.contains(&format!("\"revenue\":{literal},")),
+            "{literal}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn uniqueidentifier_filters_and_orderby_follow_sql_server_order() {
+    let crm = StandIn::start().await;
+    crm.add_accounts(600, AccountShape::default());
+    let token = crm.issue_access_token();
+    let prefer = ["odata.maxpagesize=250"];
+
+    let ordered = ids(&read_all(
+        &crm,
+        &token,
+        "accounts?$select=accountid&$orderby=accountid",
+        &prefer,
+    )
+    .await);
+    let mut expected = ordered.clone();
+    expected.sort_by(|a, b| sql_key(a).cmp(&sql_key(b)));
+    assert_eq!(ordered, expected);
+    let mut text_order = ordered.clone();
+    text_order.sort();
+    assert_ne!(ordered, text_order, "text order would differ");
+    let descending = ids(&read_all(
+        &crm,
+        &token,
+        "accounts?$select=accountid&$orderby=accountid desc",
+        &prefer,
+    )
+    .await);
+    assert_eq!(
+        descending,
+        ordered.iter().rev().cloned().collect::<Vec<_>>()
+    );
+
+    // Boundaries inside a cluster, at a cluster's edge, and where the first group carries
+    // into the second (the second cluster's ids go from `...-f995-...` to `...-fa95-...`).
+    let carry = ordered
+        .iter()
+        .rposition(|id| id.contains("-f995-"))
+        .unwrap();
+    assert!(ordered[carry + 1].contains("-fa95-"));
+    let edge = (1..ordered.len())
+        .find(|&i| ordered[i][24..] != ordered[i - 1][24..])
+        .unwrap();
+    for at in [1, 299, carry, carry + 1, edge, edge - 1] {
+        let b = &ordered[at];
+        let read = |op: &str| {
+            let url =
+                format!("accounts?$select=accountid&$filter=accountid {op} {b}&$orderby=accountid");
+            let (crm, token) = (&crm, &token);
+            async move { ids(&read_all(crm, token, &url, &prefer).await) }
+        };
+        assert_eq!(read("gt").await, ordered[at + 1..], "gt {b}");
+        assert_eq!(read("ge").await, ordered[at..], "ge {b}");
+        assert_eq!(read("lt").await, ordered[..at], "lt {b}");
+        assert_eq!(read("le").await, ordered[..=at], "le {b}");
+        assert_eq!(read("eq").await, ordered[at..=at], "eq {b}");
+    }
+    // A partition as a range: exactly the ids between its bounds.
+    let range = ids(&read_all(
+        &crm,
+        &token,
+        &format!(
+            "accounts?$select=accountid&$filter=accountid gt {} and accountid le {}",
+            ordered[100], ordered[400]
+        ),
+        &prefer,
+    )
+    .await);
+    let mut range_sorted = range.clone();
+    range_sorted.sort_by(|a, b| sql_key(a).cmp(&sql_key(b)));
+    assert_eq!(range_sorted, ordered[101..=400]);
+}
+
+#[tokio::test]
+async fn dop_hint_is_on_every_web_api_response_once_set() {
+    let crm = StandIn::with_sample_data().await;
+    let token = token(&crm).await;
+    let hint = |response: &reqwest::Response| {
+        response
+            .headers()
+            .get("x-ms-dop-hint")
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    assert_eq!(hint(&get(&crm, &token, "WhoAmI", &[]).await), None);
+
+    crm.set_dop_hint(Some(4));
+    for url in [
+        "WhoAmI",
+        "accounts?$select=name",
+        "acounts",
+        "EntityDefinitions(LogicalName='account')?$select=LogicalName",
+    ] {
+        assert_eq!(
+            hint(&get(&crm, &token, url, &[]).await).as_deref(),
+            Some("4"),
+            "{url}"
+        );
+    }
+    let anonymous = client()
+        .get(format!("{}WhoAmI", crm.web_api_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    assert_eq!(hint(&anonymous).as_deref(), Some("4"));
+    assert_eq!(
+        hint(&client_credentials(&crm, StandIn::CLIENT_SECRET).await),
+        None,
+        "not on the token endpoint"
+    );
+
+    crm.set_dop_hint(None);
+    assert_eq!(hint(&get(&crm, &token, "WhoAmI", &[]).await), None);
+}
+
+/// How long a GET takes, checking it succeeded.
+async fn timed(crm: &StandIn, token: &str, url: &str, prefer: &[&str]) -> Duration {
+    let started = Instant::now();
+    let response = get(crm, token, url, prefer).await;
+    assert_eq!(response.status(), 200, "{url}");
+    response.bytes().await.unwrap();
+    started.elapsed()
+}
+
+#[tokio::test]
+async fn server_time_delays_pages_in_proportion_to_rows_and_columns() {
+    let crm = StandIn::start().await;
+    crm.add_accounts(2000, AccountShape::default());
+    let token = crm.issue_access_token();
+    let all_columns = format!("accounts?$select={ACCOUNT_COLUMNS}");
+    let ids_only = "accounts?$select=accountid";
+    let page = |n: usize| format!("odata.maxpagesize={n}");
+    let untimed = timed(&crm, &token, &all_columns, &[&page(1000)]).await;
+
+    // A full page (5000 rows of 13+ columns) would take 1 s: 1000 rows take 200 ms, 500 rows
+    // 100 ms, and 1000 ids 50 ms.
+    crm.set_server_time(Duration::from_secs(1));
+    let full = timed(&crm, &token, &all_columns, &[&page(1000)]).await;
+    let half = timed(&crm, &token, &all_columns, &[&page(500)]).await;
+    let ids = timed(&crm, &token, ids_only, &[&page(1000)]).await;
+    let loose = Duration::from_millis(1500);
+    assert!(
+        full >= Duration::from_millis(200) && full < Duration::from_millis(200) + untimed + loose,
+        "{full:?}"
+    );
+    assert!(
+        half >= Duration::from_millis(100) && half < full,
+        "{half:?} vs {full:?}"
+    );
+    assert!(
+        ids >= Duration::from_millis(50) && ids < full,
+        "{ids:?} vs {full:?}"
+    );
+
+    // Pages wait concurrently: the instance is not blocked while one is delayed. Four pages
+    // of 1 s each take about 1 s together, not 4 s.
+    crm.set_server_time(Duration::from_secs(5));
+    let thousand = page(1000);
+    let prefer = [thousand.as_str()];
+    let started = Instant::now();
+    let four = (0..4).map(|_| timed(&crm, &token, &all_columns, &prefer));
+    futures::future::join_all(four).await;
+    let together = started.elapsed();
+    assert!(
+        together >= Duration::from_secs(1) && together < Duration::from_secs(2) + untimed * 4,
+        "{together:?}"
+    );
+
+    // WhoAmI and metadata cost nothing.
+    assert!(timed(&crm, &token, "WhoAmI", &[]).await < Duration::from_millis(200) + untimed);
+}
+
+async fn refusal(response: reqwest::Response) -> (u64, String, String) {
+    assert_eq!(response.status(), 429);
+    let retry_after = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let body: Value = response.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap().to_owned();
+    (retry_after, error_code(&body).to_owned(), message)
+}
+
+#[tokio::test]
+async fn concurrency_limit_refuses_one_request_too_many_with_429() {
+    let crm = StandIn::start().await;
+    crm.add_accounts(300, AccountShape::default());
+    let token = crm.issue_access_token();
+    // 250 rows of 13+ columns: 1 s each.
+    crm.set_server_time(Duration::from_secs(20));
+    crm.set_limits(ServiceLimits {
+        concurrent_requests: Some(2),
+        ..ServiceLimits::default()
+    });
+    let url = format!("accounts?$select={ACCOUNT_COLUMNS}");
+    let three = (0..3).map(|_| get(&crm, &token, &url, &["odata.maxpagesize=250"]));
+    let mut responses = futures::future::join_all(three).await;
+    responses.sort_by_key(|r| r.status());
+    let refused = responses.pop().unwrap();
+    assert!(responses.iter().all(|r| r.status() == 200));
+    let (retry_after, code, message) = refusal(refused).await;
+    assert_eq!(code, "0x80072326");
+    assert_eq!(
+        message,
+        "Number of concurrent requests exceeded the limit of 2."
+    );
+    assert_eq!(retry_after, 1);
+    assert_eq!(
+        crm.throttled_requests(),
+        ThrottleCounts {
+            concurrency: 1,
+            ..ThrottleCounts::default()
+        }
+    );
+
+    // Once they finished, requests go through again.
+    assert_eq!(
+        get(&crm, &token, &url, &["odata.maxpagesize=250"])
+            .await
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn execution_time_limit_refuses_what_would_exceed_the_budget_with_429() {
+    let crm = StandIn::start().await;
+    crm.add_accounts(300, AccountShape::default());
+    let token = crm.issue_access_token();
+    crm.set_server_time(Duration::from_secs(20));
+    crm.set_limits(ServiceLimits {
+        window: Duration::from_secs(60),
+        execution_time: Some(Duration::from_millis(1500)),
+        concurrent_requests: None,
+    });
+    let url = format!("accounts?$select={ACCOUNT_COLUMNS}");
+    let page = ["odata.maxpagesize=250"];
+    assert_eq!(get(&crm, &token, &url, &page).await.status(), 200);
+    // 1 s used of 1.5 s: another second would exceed it until the first leaves the window.
+    let (retry_after, code, message) = refusal(get(&crm, &token, &url, &page).await).await;
+    assert_eq!(code, "0x80072321");
+    assert!((55..=60).contains(&retry_after), "{retry_after}");
+    assert!(message.starts_with("Combined execution time of incoming requests exceeded limit of 1500 milliseconds over time window of 60 seconds."), "{message}");
+    // A cheaper page still fits: 10 ids cost 10 ms.
+    assert_eq!(
+        get(
+            &crm,
+            &token,
+            "accounts?$select=accountid",
+            &["odata.maxpagesize=10"]
+        )
+        .await
+        .status(),
+        200
+    );
+    assert_eq!(crm.throttled_requests().execution_time, 1);
+    assert_eq!(crm.throttled_requests().total(), 1);
+    crm.clear_requests();
+    assert_eq!(crm.throttled_requests(), ThrottleCounts::default());
 }

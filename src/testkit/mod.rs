@@ -64,9 +64,42 @@
 //! Only `GET` is served below `/api/data/v9.2/`; other methods answer 405. Filters support
 //! `eq ne gt ge lt le`, `and or not`, parentheses, `contains`/`startswith`/`endswith`, and
 //! string, GUID, number, `null`, boolean, date-time and date literals; text compares
-//! case-insensitively and a comparison with a null column is false (except `eq null`). An
+//! case-insensitively and a comparison with a null column is false (except `eq null`). GUID
+//! columns (primary ids and lookups) compare and sort in SQL Server's `uniqueidentifier`
+//! order, as Dataverse does: the last group first, then the fourth, then the third, second and
+//! first groups with their byte pairs read right to left; never in text order. An
 //! unsupported query option is refused with a 400, never ignored. Formatted values are en-US
 //! and in UTC.
+//!
+//! # Big tables, server time and service protection
+//!
+//! For tests and benchmarks of parallel reads: [`StandIn::add_accounts`] adds many accounts
+//! quickly, with ids in a few sequential clusters and a `createdon` spike ([`AccountShape`]);
+//! [`StandIn::set_server_time`] makes pages take time in proportion to their rows and columns;
+//! [`StandIn::set_dop_hint`] sends `x-ms-dop-hint`; and [`StandIn::set_limits`] refuses
+//! requests beyond an execution-time or concurrency limit with `429`, `Retry-After` and the
+//! codes `0x80072321` / `0x80072326`, counted by [`StandIn::throttled_requests`]. By default
+//! none of this is on: no server time, no hint, no limits.
+//!
+//! ```no_run
+//! use d365_connector::testkit::{AccountShape, ServiceLimits, StandIn};
+//! use std::time::Duration;
+//!
+//! # async fn demo() {
+//! let crm = StandIn::with_sample_data().await;
+//! crm.add_accounts(100_000, AccountShape { clusters: 3, createdon_spike: 0.4 });
+//! crm.set_server_time(Duration::from_secs(1));
+//! crm.set_dop_hint(Some(4));
+//! crm.set_limits(ServiceLimits {
+//!     execution_time: Some(Duration::from_secs(4 * 300)),
+//!     ..ServiceLimits::default()
+//! });
+//! // ... run a read, then:
+//! println!("refused: {}", crm.throttled_requests().total());
+//! # }
+//! ```
+//!
+//! The rows are kept as JSON maps: about 3.5 KB each, so a million rows need about 3.5 GB.
 
 mod bulk;
 mod filter;
