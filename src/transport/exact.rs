@@ -5,6 +5,7 @@
 //! delta link must be followed exactly as the server wrote it, so the Web API's GETs go through
 //! the hyper-util client reqwest itself is built on, which writes the request target as given.
 
+use super::proxy::ProxyConnector;
 use super::status::{SendFailure, send_error};
 use super::{ClientOptions, HttpResponse};
 use crate::error::{Error, Result};
@@ -90,11 +91,12 @@ fn is_absolute(uri: &Uri) -> bool {
 }
 
 /// The client that sends GETs of [`ExactUrl`]s as written: hyper-util's, over rustls with the
-/// webpki roots and the ring provider (as reqwest's is built), with the options' timeouts and
-/// user agent, gzip, and no redirects (hyper never follows one).
+/// webpki roots and the ring provider, through the environment's proxies (as reqwest's is
+/// built), with the options' timeouts and user agent, gzip, and no redirects (hyper never
+/// follows one).
 #[derive(Clone)]
 pub(super) struct ExactClient {
-    client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
+    client: Client<HttpsConnector<ProxyConnector>, Empty<Bytes>>,
     user_agent: HeaderValue,
     request_timeout: Duration,
 }
@@ -117,7 +119,7 @@ impl ExactClient {
             .https_or_http()
             .enable_http1()
             .enable_http2()
-            .wrap_connector(tcp);
+            .wrap_connector(ProxyConnector::from_system(tcp));
         let client = Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())

@@ -6,6 +6,7 @@
 mod clock;
 mod exact;
 mod governor;
+mod proxy;
 mod retry;
 mod status;
 
