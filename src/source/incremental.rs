@@ -321,10 +321,14 @@ impl Reader {
     }
 }
 
-/// A 64-bit hash of a link: enough to recognise it again without keeping its (long) text.
+/// A 64-bit hash of a link: enough to recognise it again without keeping its (long) text. The
+/// URL standard's form is hashed, so that `'` and `%27` name the same page.
 fn link_hash(link: &str) -> u64 {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    link.hash(&mut hasher);
+    match url::Url::parse(link) {
+        Ok(url) => url.as_str().hash(&mut hasher),
+        Err(_) => link.hash(&mut hasher),
+    }
     hasher.finish()
 }
 
