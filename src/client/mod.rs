@@ -10,11 +10,12 @@ use crate::connection::Connection;
 use crate::error::{Error, ErrorKind, Result};
 use crate::secret::AccessToken;
 use crate::transport::{
-    ClientOptions, Governor, HttpResponse, ThrottleStats, Transport, dop_hint, header_string,
+    ClientOptions, ExactUrl, Governor, HttpResponse, ThrottleStats, Transport, dop_hint,
+    header_string,
 };
 use bytes::Bytes;
 use reqwest::StatusCode;
-use reqwest::header;
+use reqwest::header::{self, HeaderMap, HeaderValue};
 use serde::de::DeserializeOwned;
 use std::fmt;
 use std::sync::Arc;
@@ -90,8 +91,8 @@ pub(crate) struct Response {
 /// server's `x-ms-dop-hint`; see [`ThrottleStats`].
 ///
 /// It never follows redirects and refuses any absolute URL (such as a paging link) whose origin
-/// is not the instance, so the bearer token is never sent anywhere else. Cloning is cheap;
-/// clones share the governor.
+/// is not the instance, so the bearer token is never sent anywhere else. Links are sent byte for
+/// byte as the server wrote them. Cloning is cheap; clones share the governor.
 #[derive(Clone)]
 pub struct DataverseClient {
     connection: Arc<Connection>,
@@ -182,7 +183,7 @@ impl DataverseClient {
     /// GETs `path_and_query` (relative to the Web API base) and decodes its JSON body.
     pub async fn get_json<T: DeserializeOwned>(&self, path_and_query: &str) -> Result<T> {
         let url = self.web_api_url(path_and_query)?;
-        let response = self.get(&url, &Prefer::default()).await?;
+        let response = self.get(url.as_str(), &Prefer::default()).await?;
         serde_json::from_slice(&response.body).map_err(|e| {
             Error::decode(format!(
                 "the response to GET {} is not the JSON expected ({e})",
@@ -191,43 +192,63 @@ impl DataverseClient {
         })
     }
 
-    /// GETs an absolute `url` of this instance with the given preferences, through the
-    /// pipeline.
+    /// GETs `link`, an absolute URL of this instance, byte for byte with the given
+    /// preferences, through the pipeline.
     ///
-    /// A URL of another origin is refused before anything is sent.
-    pub(crate) async fn get(&self, url: &Url, prefer: &Prefer) -> Result<Response> {
-        self.ensure_same_origin(url, "link")?;
+    /// A link of another origin is refused before anything is sent.
+    pub(crate) async fn get(&self, link: &str, prefer: &Prefer) -> Result<Response> {
+        let target = self.exact_url(link, "link")?;
         let prefer = prefer.header_value();
         self.transport
-            .retrying(|| self.get_once(url, prefer.as_deref()))
+            .retrying(|| self.get_once(&target, prefer.as_deref()))
             .await
+    }
+
+    /// Reads `link`, an absolute URL to send as written, and refuses it unless both the host it
+    /// would be sent to and the host the URL standard reads in it are the instance's.
+    pub(crate) fn exact_url(&self, link: &str, what: &str) -> Result<ExactUrl> {
+        let target = ExactUrl::parse(link).map_err(|e| {
+            Error::new(
+                ErrorKind::Protocol,
+                format!("the {what} is not an absolute http(s) URL ({e})"),
+            )
+        })?;
+        let instance = answer::origin_of(self.connection.instance().as_url());
+        if target.origin() != instance {
+            return Err(self.refused(what, &target.origin()));
+        }
+        self.ensure_same_origin(target.url(), what)?;
+        Ok(target)
     }
 
     /// Refuses a URL that would carry the bearer token to another origin.
     pub(crate) fn ensure_same_origin(&self, url: &Url, what: &str) -> Result<()> {
-        let instance = self.connection.instance();
-        if instance.is_same_origin(url) {
+        if self.connection.instance().is_same_origin(url) {
             return Ok(());
         }
-        Err(Error::new(
+        Err(self.refused(what, &answer::origin_of(url)))
+    }
+
+    /// The error for a `what` that points at `origin`, not the instance.
+    fn refused(&self, what: &str, origin: &str) -> Error {
+        Error::new(
             ErrorKind::Protocol,
             format!(
-                "refused to follow the {what} to `{}`, which is not the instance `{}`; the bearer token is only ever sent to the instance",
-                answer::origin_of(url),
-                answer::origin_of(instance.as_url())
+                "refused to follow the {what} to `{origin}`, which is not the instance `{}`; the bearer token is only ever sent to the instance",
+                answer::origin_of(self.connection.instance().as_url())
             ),
-        ))
+        )
     }
 
     /// One try: a slot, a token, the request (on 401 one refresh and one more request), and
     /// the verdict on the answer.
-    async fn get_once(&self, url: &Url, prefer: Option<&str>) -> Result<Response> {
+    async fn get_once(&self, target: &ExactUrl, prefer: Option<&str>) -> Result<Response> {
         let _slot = self.governor.acquire(self.transport.clock()).await;
         let token = self.authorizer.access_token().await?;
-        let mut response = self.send(url, prefer, &token).await?;
+        let mut response = self.send(target, prefer, &token).await?;
         if response.status == StatusCode::UNAUTHORIZED {
             let fresh = self.authorizer.refresh_rejected(&token).await?;
-            response = self.send(url, prefer, &fresh).await?;
+            response = self.send(target, prefer, &fresh).await?;
             if response.status == StatusCode::UNAUTHORIZED {
                 return Err(answer::refused_fresh_token(&response));
             }
@@ -244,36 +265,47 @@ impl DataverseClient {
             return Err(error);
         }
         self.governor.succeeded();
-        answer::ensure_json(url, &response)?;
+        answer::ensure_json(target.url(), &response)?;
         Ok(Response {
             preference_applied: header_string(&response.headers, "preference-applied"),
             body: response.body,
         })
     }
 
+    /// Sends one GET of `target` with the Web API's headers and `token`.
     async fn send(
         &self,
-        url: &Url,
+        target: &ExactUrl,
         prefer: Option<&str>,
         token: &AccessToken,
     ) -> Result<HttpResponse> {
-        let mut request = self
-            .transport
-            .http()
-            .get(url.clone())
-            .header(header::ACCEPT, "application/json")
-            .header("OData-MaxVersion", "4.0")
-            .header("OData-Version", "4.0")
-            .bearer_auth(token.secret());
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        headers.insert("OData-MaxVersion", HeaderValue::from_static("4.0"));
+        headers.insert("OData-Version", HeaderValue::from_static("4.0"));
+        headers.insert(header::AUTHORIZATION, bearer(token)?);
         if let Some(prefer) = prefer {
-            request = request.header("Prefer", prefer);
+            let value = HeaderValue::from_str(prefer)
+                .map_err(|_| Error::config("the Prefer header is not a valid header value"))?;
+            headers.insert("Prefer", value);
         }
-        let response = self.transport.send(request).await?;
+        let response = self.transport.get_exact(target, headers).await?;
         if let Some(hint) = dop_hint(&response.headers) {
             self.governor.observe_dop_hint(hint);
         }
         Ok(response)
     }
+}
+
+/// The `Authorization` header of `token`, marked sensitive (left out of debug output).
+fn bearer(token: &AccessToken) -> Result<HeaderValue> {
+    let mut value = HeaderValue::from_str(&format!("Bearer {}", token.secret())).map_err(|_| {
+        Error::auth(
+            "the access token holds characters a header cannot carry; check the authorizer that issued it",
+        )
+    })?;
+    value.set_sensitive(true);
+    Ok(value)
 }
 
 #[cfg(test)]

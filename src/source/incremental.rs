@@ -13,7 +13,6 @@ use chrono::{DateTime, Utc};
 use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
-use url::Url;
 
 /// Dataverse: the change-tracking token has expired.
 const EXPIRED_TOKEN: &str = "0x80044352";
@@ -28,8 +27,8 @@ pub(super) struct Reader {
     prefer: Prefer,
     /// The checkpoint fields that do not change during the read.
     base: Checkpoint,
-    /// The URL of the next page.
-    next: Option<Url>,
+    /// The URL of the next page, exactly as the server wrote it (it is sent as written).
+    next: Option<String>,
     /// Pages of this read returned so far.
     pages: u32,
     /// `modified_on`: the watermark the read started from (its ids are skipped).
@@ -46,7 +45,7 @@ impl std::fmt::Debug for Reader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Reader")
             .field("base", &self.base)
-            .field("next", &self.next.as_ref().map(Url::path))
+            .field("next", &self.next.as_deref().map(without_tokens))
             .field("pages", &self.pages)
             .finish_non_exhaustive()
     }
@@ -100,14 +99,15 @@ impl Reader {
         self.decoder.metadata()
     }
 
-    /// Sets where the read starts.
+    /// Sets where the read starts: `url`, a checked link or a URL of the crate's own.
     pub fn continue_at(
         &mut self,
-        url: Url,
+        url: impl Into<String>,
         pages: u32,
         since: Option<Watermark>,
         reached: Option<Watermark>,
     ) {
+        let url = url.into();
         self.followed.insert(link_hash(&url));
         self.next = Some(url);
         self.pages = pages;
@@ -181,16 +181,11 @@ impl Reader {
         Ok(checkpoint.position)
     }
 
-    /// Parses a next or delta link and refuses one that leaves the instance.
-    pub fn check_link(&self, link: &str, what: &str) -> Result<Url> {
-        let url = Url::parse(link).map_err(|e| {
-            Error::new(
-                ErrorKind::Protocol,
-                format!("the {what} is not an absolute URL ({e})"),
-            )
-        })?;
-        self.client.ensure_same_origin(&url, what)?;
-        Ok(url)
+    /// Checks a next or delta link, refusing one that leaves the instance, and returns it as
+    /// written.
+    pub fn check_link(&self, link: &str, what: &str) -> Result<String> {
+        self.client.exact_url(link, what)?;
+        Ok(link.to_owned())
     }
 
     /// Fetches, decodes and returns the next page. Only called while a page is due.
@@ -343,27 +338,31 @@ impl Reader {
     }
 }
 
-/// A 64-bit hash of a link: enough to recognise it again without keeping its (long) text.
-fn link_hash(url: &Url) -> u64 {
+/// A 64-bit hash of a link: enough to recognise it again without keeping its (long) text. The
+/// URL standard's form is hashed, so that `'` and `%27` name the same page.
+fn link_hash(link: &str) -> u64 {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    url.as_str().hash(&mut hasher);
+    match url::Url::parse(link) {
+        Ok(url) => url.as_str().hash(&mut hasher),
+        Err(_) => link.hash(&mut hasher),
+    }
     hasher.finish()
 }
 
-/// The path and query of `url` without its paging and delta tokens.
-fn without_tokens(url: &Url) -> String {
-    let kept: Vec<&str> = url
-        .query()
-        .unwrap_or_default()
+/// The path and query of `link` without its paging and delta tokens.
+fn without_tokens(link: &str) -> String {
+    let (address, query) = link.split_once('?').unwrap_or((link, ""));
+    let path = url::Url::parse(address).map_or_else(|_| String::new(), |u| u.path().to_owned());
+    let kept: Vec<&str> = query
         .split('&')
         .filter(|part| {
             !part.is_empty() && !part.contains("skiptoken") && !part.contains("deltatoken")
         })
         .collect();
     if kept.is_empty() {
-        url.path().to_owned()
+        path
     } else {
-        format!("{}?{}", url.path(), kept.join("&"))
+        format!("{path}?{}", kept.join("&"))
     }
 }
 

@@ -1,9 +1,12 @@
 //! The HTTP pipeline every request of the crate goes through, Web API and token endpoint alike:
-//! one no-redirect client, one retry stage, one table of what an answer means, and the throttle
-//! governor. Nothing here knows about authorization or Dataverse records.
+//! no-redirect clients built from one [`ClientOptions`], one retry stage, one table of what an
+//! answer means, and the throttle governor. Nothing here knows about authorization or Dataverse
+//! records.
 
 mod clock;
+mod exact;
 mod governor;
+mod proxy;
 mod retry;
 mod status;
 
@@ -11,6 +14,7 @@ pub use clock::{Clock, SystemClock, VirtualClock};
 pub use governor::ThrottleStats;
 pub use retry::RetryPolicy;
 
+pub(crate) use exact::ExactUrl;
 pub(crate) use governor::Governor;
 pub(crate) use status::{classify, dop_hint, header_string, retry_after};
 
@@ -136,10 +140,16 @@ impl ClientOptions {
     }
 }
 
-/// The no-redirect HTTP client and the options it was built with. Cloning is cheap.
+/// The no-redirect HTTP clients and the options they were built with. Cloning is cheap.
+///
+/// Two clients, configured alike from the same options: reqwest for requests the crate builds
+/// itself (the token endpoint's), and one that sends a GET's URL byte for byte (the Web API's,
+/// whose next and delta links must be followed exactly as written; see [`ExactUrl`]). Both
+/// answers come back as one [`HttpResponse`] and failures as the same transport errors.
 #[derive(Clone)]
 pub(crate) struct Transport {
     http: reqwest::Client,
+    exact: exact::ExactClient,
     options: Arc<ClientOptions>,
 }
 
@@ -160,7 +170,7 @@ pub(crate) struct HttpResponse {
 }
 
 impl Transport {
-    /// Builds the HTTP client: no redirects (a redirect must never carry a token elsewhere),
+    /// Builds the HTTP clients: no redirects (a redirect must never carry a token elsewhere),
     /// the options' timeouts and user agent, gzip.
     pub fn new(options: ClientOptions) -> Result<Self> {
         if options.request_timeout.is_zero() || options.connect_timeout.is_zero() {
@@ -180,6 +190,7 @@ impl Transport {
             })?;
         Ok(Self {
             http,
+            exact: exact::ExactClient::new(&options)?,
             options: Arc::new(options),
         })
     }
@@ -211,6 +222,12 @@ impl Transport {
             headers,
             body,
         })
+    }
+
+    /// GETs `target` byte for byte with `headers` and reads its whole body. A failure before
+    /// the body is complete is a [`Transport`](crate::ErrorKind::Transport) error.
+    pub async fn get_exact(&self, target: &ExactUrl, headers: HeaderMap) -> Result<HttpResponse> {
+        self.exact.get(target, headers).await
     }
 
     /// Runs `attempt` under the retry policy: the one retry stage of a request.

@@ -68,29 +68,52 @@ pub(crate) fn dop_hint(headers: &HeaderMap) -> Option<usize> {
         .filter(|hint| *hint > 0)
 }
 
-/// Turns a failed send into a retryable transport error without the URL (it may hold tokens).
-/// A connection that could not be opened is marked so that it is retried once at most.
+/// Why a request failed before its answer was read whole, whichever HTTP client sent it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SendFailure {
+    /// The request took longer than the request timeout.
+    Timeout,
+    /// No connection could be opened.
+    Connect,
+    /// The body could not be read or decompressed.
+    Body,
+    /// Anything else before an answer (connection reset or closed).
+    Other,
+}
+
+/// Turns a failed reqwest send into a retryable transport error without the URL (it may hold
+/// tokens).
 pub(crate) fn transport_error(error: reqwest::Error) -> Error {
-    let (message, connect_failure) = if error.is_timeout() {
-        (
-            "the request timed out; the server or the network is slow (raise the request timeout in ClientOptions if this persists)",
-            false,
-        )
+    let failure = if error.is_timeout() {
+        SendFailure::Timeout
     } else if error.is_connect() {
-        (
-            "could not connect to the server; check the URL and the network",
-            true,
-        )
+        SendFailure::Connect
     } else if error.is_decode() || error.is_body() {
-        ("the response body could not be read completely", false)
+        SendFailure::Body
     } else {
-        (
-            "the request failed before a response arrived (connection reset or closed)",
-            false,
-        )
+        SendFailure::Other
     };
-    let transport = Error::new(ErrorKind::Transport, message).with_source(error.without_url());
-    if connect_failure {
+    send_error(failure, error.without_url())
+}
+
+/// The retryable transport error of a `failure`, with `source` (which must not hold the URL).
+/// A connection that could not be opened is marked so that it is retried once at most.
+pub(crate) fn send_error(
+    failure: SendFailure,
+    source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+) -> Error {
+    let message = match failure {
+        SendFailure::Timeout => {
+            "the request timed out; the server or the network is slow (raise the request timeout in ClientOptions if this persists)"
+        }
+        SendFailure::Connect => "could not connect to the server; check the URL and the network",
+        SendFailure::Body => "the response body could not be read completely",
+        SendFailure::Other => {
+            "the request failed before a response arrived (connection reset or closed)"
+        }
+    };
+    let transport = Error::new(ErrorKind::Transport, message).with_source(source);
+    if failure == SendFailure::Connect {
         transport.with_connect_failure()
     } else {
         transport
