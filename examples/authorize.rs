@@ -19,8 +19,9 @@
 
 use async_trait::async_trait;
 use d365_connector::{
-    AuthorizeOptions, ClientSecret, Connection, DataverseClient, EntraApp, OAuthAuthorizer, Prompt,
-    StoreError, TokenSet, TokenStore, who_am_i,
+    AuthorizationCodeAuthorizer, AuthorizeOptions, Authorizer, ClientCredentialsAuthorizer,
+    ClientSecret, Connection, DataverseClient, EntraApp, Prompt, StoreError, TokenSet, TokenStore,
+    who_am_i,
 };
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -102,18 +103,18 @@ async fn run() -> d365_connector::Result<()> {
         PathBuf::from(var("D365_TOKEN_FILE").unwrap_or_else(|| DEFAULT_TOKEN_FILE.to_owned()));
 
     let flow = var("D365_FLOW").unwrap_or_else(|| "code".to_owned());
-    let authorizer = match flow.as_str() {
+    let authorizer: Arc<dyn Authorizer> = match flow.as_str() {
         "client_credentials" => {
-            let authorizer = OAuthAuthorizer::client_credentials(&connection, app).build()?;
+            let authorizer = ClientCredentialsAuthorizer::builder(&connection, app).build()?;
             authorizer.authorize().await?;
             println!("Client credentials accepted by Entra ID.");
-            authorizer
+            Arc::new(authorizer)
         }
         "code" => {
             let store = Arc::new(FileTokenStore {
                 path: token_file.clone(),
             });
-            let authorizer = OAuthAuthorizer::authorization_code(&connection, app)
+            let authorizer = AuthorizationCodeAuthorizer::builder(&connection, app)
                 .with_token_store(store)
                 .build()?;
             let request = authorizer.authorization_request(
@@ -137,7 +138,7 @@ async fn run() -> d365_connector::Result<()> {
                 }
             );
             println!("Token set saved to {}.", token_file.display());
-            authorizer
+            Arc::new(authorizer)
         }
         other => {
             eprintln!("D365_FLOW is `{other}`; use `code` or `client_credentials`");
@@ -145,7 +146,7 @@ async fn run() -> d365_connector::Result<()> {
         }
     };
 
-    let client = DataverseClient::new(connection, Arc::new(authorizer))?;
+    let client = DataverseClient::new(connection, authorizer)?;
     let me = who_am_i(&client).await?;
     println!("The connection works:");
     println!("  user id:          {}", me.user_id);

@@ -17,8 +17,8 @@
 //! environment or mapping violations (each printed).
 
 use d365_connector::{
-    Checkpoint, ClientSecret, Connection, DataverseClient, EntraApp, ErrorKind, JsonLinesSink,
-    MappingErrors, OAuthAuthorizer, RunOptions, SyncJob, SyncStatus,
+    Checkpoint, ClientCredentialsAuthorizer, ClientSecret, Connection, DataverseClient, EntraApp,
+    ErrorKind, JsonLinesSink, MappingErrors, RunOptions, SyncJob, SyncStatus,
 };
 use std::fs::{self, OpenOptions};
 use std::io::{self, BufWriter, Write};
@@ -224,7 +224,7 @@ async fn connect(env: &impl Fn(&str) -> Option<String>) -> Result<DataverseClien
         .with_client_secret(ClientSecret::new(var("D365_CLIENT_SECRET")))
         .build()
         .map_err(bad)?;
-    let authorizer = OAuthAuthorizer::client_credentials(&connection, app)
+    let authorizer = ClientCredentialsAuthorizer::builder(&connection, app)
         .build()
         .map_err(bad)?;
     DataverseClient::new(connection, Arc::new(authorizer)).map_err(bad)

@@ -6,10 +6,10 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::Utc;
 use d365_connector::{
-    AccessToken, AuthorizeOptions, Authorizer, ClientOptions, ClientSecret, Clock, Cloud,
-    Connection, DataverseClient, EntraApp, ErrorKind, InstanceUrl, MemoryTokenStore,
-    OAuthAuthorizer, Prompt, RefreshToken, RetryPolicy, TokenSet, TokenStore, VirtualClock,
-    who_am_i,
+    AccessToken, AuthorizationCodeAuthorizer, AuthorizeOptions, Authorizer,
+    ClientCredentialsAuthorizer, ClientOptions, ClientSecret, Clock, Cloud, Connection,
+    DataverseClient, EntraApp, ErrorKind, InstanceUrl, MemoryTokenStore, Prompt, RefreshToken,
+    RetryPolicy, TokenSet, TokenStore, VirtualClock, who_am_i,
 };
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -185,7 +185,7 @@ async fn code_flow_builds_the_authorize_url_and_redeems_the_code_with_the_verifi
     let store = Arc::new(MemoryTokenStore::new());
     let (options, _) = virtual_options();
     let authorizer =
-        OAuthAuthorizer::authorization_code(&connection(&server, INSTANCE), public_app())
+        AuthorizationCodeAuthorizer::builder(&connection(&server, INSTANCE), public_app())
             .with_token_store(store.clone())
             .with_client_options(options)
             .build()
@@ -320,7 +320,7 @@ async fn confidential_code_flow_sends_the_client_secret_and_asks_for_dot_default
     .await;
     let (options, _) = virtual_options();
     let authorizer =
-        OAuthAuthorizer::authorization_code(&connection(&server, INSTANCE), confidential_app())
+        AuthorizationCodeAuthorizer::builder(&connection(&server, INSTANCE), confidential_app())
             .with_client_options(options)
             .build()
             .unwrap();
@@ -361,7 +361,7 @@ async fn confidential_code_flow_sends_the_client_secret_and_asks_for_dot_default
 async fn a_redirect_with_another_state_is_refused_before_any_token_request() {
     let server = server().await; // the catch-all fails the test on any token request
     let authorizer =
-        OAuthAuthorizer::authorization_code(&connection(&server, INSTANCE), public_app())
+        AuthorizationCodeAuthorizer::builder(&connection(&server, INSTANCE), public_app())
             .build()
             .unwrap();
     for redirect in [
@@ -386,7 +386,7 @@ async fn a_redirect_with_another_state_is_refused_before_any_token_request() {
 async fn an_error_redirect_becomes_guidance() {
     let server = server().await;
     let authorizer =
-        OAuthAuthorizer::authorization_code(&connection(&server, INSTANCE), public_app())
+        AuthorizationCodeAuthorizer::builder(&connection(&server, INSTANCE), public_app())
             .build()
             .unwrap();
     let cases = [
@@ -447,10 +447,8 @@ async fn client_credentials_sends_the_exact_form_and_caches_the_token() {
         1,
     )
     .await;
-    let store = Arc::new(MemoryTokenStore::new());
     let authorizer =
-        OAuthAuthorizer::client_credentials(&connection(&server, INSTANCE), confidential_app())
-            .with_token_store(store.clone())
+        ClientCredentialsAuthorizer::builder(&connection(&server, INSTANCE), confidential_app())
             .build()
             .unwrap();
     for _ in 0..3 {
@@ -472,17 +470,13 @@ async fn client_credentials_sends_the_exact_form_and_caches_the_token() {
     let tokens = authorizer.token_set().await.unwrap().unwrap();
     assert!(tokens.refresh_token().is_none());
     assert_eq!(tokens.scopes(), [format!("{INSTANCE}/.default")]);
-    assert!(
-        store.tokens().is_none(),
-        "client credentials need no stored tokens"
-    );
 }
 
 #[tokio::test]
 async fn client_credentials_need_a_secret_and_one_tenant() {
     let server = server().await;
     let connection = connection(&server, INSTANCE);
-    let error = OAuthAuthorizer::client_credentials(&connection, public_app())
+    let error = ClientCredentialsAuthorizer::builder(&connection, public_app())
         .build()
         .unwrap_err();
     assert_eq!(error.kind(), ErrorKind::Config);
@@ -491,11 +485,11 @@ async fn client_credentials_need_a_secret_and_one_tenant() {
         .with_client_secret(ClientSecret::new(SECRET))
         .build()
         .unwrap();
-    let error = OAuthAuthorizer::client_credentials(&connection, multi)
+    let error = ClientCredentialsAuthorizer::builder(&connection, multi)
         .build()
         .unwrap_err();
     assert!(error.to_string().contains("tenant"), "{error}");
-    let error = OAuthAuthorizer::authorization_code(
+    let error = AuthorizationCodeAuthorizer::builder(
         &connection,
         EntraApp::builder(TENANT, CLIENT_ID).build().unwrap(),
     )
@@ -519,7 +513,7 @@ async fn refreshes_ahead_of_expiry_within_the_margin_only() {
     let connection = connection(&server, INSTANCE);
 
     // 4 minutes left, 1 minute margin: the cached token is used.
-    let relaxed = OAuthAuthorizer::authorization_code(&connection, public_app())
+    let relaxed = AuthorizationCodeAuthorizer::builder(&connection, public_app())
         .with_token_set(stored_tokens(4, "rt-1"))
         .with_refresh_margin(Duration::from_secs(60))
         .build()
@@ -528,7 +522,7 @@ async fn refreshes_ahead_of_expiry_within_the_margin_only() {
 
     // 4 minutes left, default 5 minute margin: refreshed first.
     let store = Arc::new(MemoryTokenStore::new());
-    let eager = OAuthAuthorizer::authorization_code(&connection, public_app())
+    let eager = AuthorizationCodeAuthorizer::builder(&connection, public_app())
         .with_token_set(stored_tokens(4, "rt-1"))
         .with_token_store(store.clone())
         .build()
@@ -576,7 +570,7 @@ async fn a_rotated_refresh_token_reaches_the_store_and_is_used_next() {
     let store = Arc::new(MemoryTokenStore::with_tokens(stored_tokens(-1, "rt-1")));
     let clock = Arc::new(VirtualClock::new());
     let authorizer =
-        OAuthAuthorizer::authorization_code(&connection(&server, INSTANCE), confidential_app())
+        AuthorizationCodeAuthorizer::builder(&connection(&server, INSTANCE), confidential_app())
             .with_token_store(store.clone())
             .with_client_options(ClientOptions::default().with_clock(clock.clone()))
             .build()
@@ -647,7 +641,7 @@ async fn a_rotated_refresh_token_survives_a_failed_save_and_is_saved_next_time()
         ..FlakyStore::default()
     });
     let authorizer =
-        OAuthAuthorizer::authorization_code(&connection(&server, INSTANCE), confidential_app())
+        AuthorizationCodeAuthorizer::builder(&connection(&server, INSTANCE), confidential_app())
             .with_token_store(store.clone())
             .build()
             .unwrap();
@@ -686,7 +680,7 @@ async fn fifty_tasks_after_expiry_make_exactly_one_token_request() {
     .await;
     let clock = Arc::new(VirtualClock::new());
     let authorizer =
-        OAuthAuthorizer::authorization_code(&connection(&server, INSTANCE), public_app())
+        AuthorizationCodeAuthorizer::builder(&connection(&server, INSTANCE), public_app())
             .with_token_set(stored_tokens(60, "rt-1"))
             .with_client_options(ClientOptions::default().with_clock(clock.clone()))
             .build()
@@ -751,7 +745,7 @@ async fn the_clients_401_path_refreshes_once_and_retries() {
         Utc::now() + chrono::Duration::hours(1),
     )
     .with_refresh_token(RefreshToken::new("rt-1"));
-    let authorizer = OAuthAuthorizer::authorization_code(&connection, public_app())
+    let authorizer = AuthorizationCodeAuthorizer::builder(&connection, public_app())
         .with_token_set(tokens)
         .build()
         .unwrap();
@@ -782,7 +776,7 @@ async fn an_expired_set_without_refresh_token_asks_to_reauthorize() {
         Utc::now() - chrono::Duration::minutes(1),
     );
     let authorizer =
-        OAuthAuthorizer::authorization_code(&connection(&server, INSTANCE), public_app())
+        AuthorizationCodeAuthorizer::builder(&connection(&server, INSTANCE), public_app())
             .with_token_set(tokens)
             .build()
             .unwrap();
@@ -799,7 +793,7 @@ async fn an_expired_set_without_refresh_token_asks_to_reauthorize() {
 async fn a_token_set_of_another_instance_is_refused() {
     let server = server().await;
     let other = connection(&server, OTHER_INSTANCE);
-    let error = OAuthAuthorizer::authorization_code(&other, public_app())
+    let error = AuthorizationCodeAuthorizer::builder(&other, public_app())
         .with_token_set(stored_tokens(60, "rt-1"))
         .build()
         .unwrap_err();
@@ -815,7 +809,7 @@ async fn a_token_set_of_another_instance_is_refused() {
 
     // The same through a store (a restart with the wrong store) and through set_token_set.
     let store = Arc::new(MemoryTokenStore::with_tokens(stored_tokens(60, "rt-1")));
-    let authorizer = OAuthAuthorizer::authorization_code(&other, public_app())
+    let authorizer = AuthorizationCodeAuthorizer::builder(&other, public_app())
         .with_token_store(store)
         .build()
         .unwrap();
@@ -839,7 +833,7 @@ async fn revoke_forgets_the_tokens_until_authorized_again() {
     let server = server().await;
     let store = Arc::new(MemoryTokenStore::with_tokens(stored_tokens(60, "rt-1")));
     let authorizer =
-        OAuthAuthorizer::authorization_code(&connection(&server, INSTANCE), public_app())
+        AuthorizationCodeAuthorizer::builder(&connection(&server, INSTANCE), public_app())
             .with_token_store(store.clone())
             .build()
             .unwrap();
@@ -889,7 +883,7 @@ async fn revoke_forgets_the_tokens_until_authorized_again() {
 async fn a_new_code_flow_connection_is_not_authorized() {
     let server = server().await;
     let authorizer =
-        OAuthAuthorizer::authorization_code(&connection(&server, INSTANCE), public_app())
+        AuthorizationCodeAuthorizer::builder(&connection(&server, INSTANCE), public_app())
             .build()
             .unwrap();
     let error = authorizer.access_token().await.unwrap_err();
@@ -911,7 +905,7 @@ async fn client_credentials_revoke_and_authorize_again() {
     )
     .await;
     let authorizer =
-        OAuthAuthorizer::client_credentials(&connection(&server, INSTANCE), confidential_app())
+        ClientCredentialsAuthorizer::builder(&connection(&server, INSTANCE), confidential_app())
             .build()
             .unwrap();
     authorizer.access_token().await.unwrap();
@@ -996,15 +990,22 @@ async fn entra_errors_become_guidance_and_are_not_retried() {
         mount_token(&server, entra_error(error, aadsts, description), 1).await;
         let (options, _) = virtual_options();
         let connection = connection(&server, INSTANCE);
-        let authorizer = if client_credentials {
-            OAuthAuthorizer::client_credentials(&connection, confidential_app())
+        let authorizer: Arc<dyn Authorizer> = if client_credentials {
+            Arc::new(
+                ClientCredentialsAuthorizer::builder(&connection, confidential_app())
+                    .with_client_options(options)
+                    .build()
+                    .unwrap(),
+            )
         } else {
-            OAuthAuthorizer::authorization_code(&connection, confidential_app())
-                .with_token_set(stored_tokens(-1, "rt-1"))
-        }
-        .with_client_options(options)
-        .build()
-        .unwrap();
+            Arc::new(
+                AuthorizationCodeAuthorizer::builder(&connection, confidential_app())
+                    .with_token_set(stored_tokens(-1, "rt-1"))
+                    .with_client_options(options)
+                    .build()
+                    .unwrap(),
+            )
+        };
         let failure = authorizer.access_token().await.unwrap_err();
         let message = failure.to_string();
         assert_eq!(failure.kind(), kind, "{error}: {message}");
@@ -1037,7 +1038,7 @@ async fn a_secret_echoed_in_an_error_description_is_redacted() {
     )
     .await;
     let authorizer =
-        OAuthAuthorizer::authorization_code(&connection(&server, INSTANCE), confidential_app())
+        AuthorizationCodeAuthorizer::builder(&connection(&server, INSTANCE), confidential_app())
             .with_token_set(stored_tokens(-1, "rt-1"))
             .build()
             .unwrap();
@@ -1083,7 +1084,7 @@ async fn temporarily_unavailable_and_5xx_are_retried_by_the_policy() {
     .await;
     let (options, clock) = virtual_options();
     let authorizer =
-        OAuthAuthorizer::client_credentials(&connection(&server, INSTANCE), confidential_app())
+        ClientCredentialsAuthorizer::builder(&connection(&server, INSTANCE), confidential_app())
             .with_client_options(options)
             .build()
             .unwrap();
@@ -1106,7 +1107,7 @@ async fn a_lasting_outage_gives_up_with_a_retryable_error() {
     mount_token(&server, ResponseTemplate::new(502), 3).await;
     let (options, _) = virtual_options();
     let authorizer =
-        OAuthAuthorizer::client_credentials(&connection(&server, INSTANCE), confidential_app())
+        ClientCredentialsAuthorizer::builder(&connection(&server, INSTANCE), confidential_app())
             .with_client_options(
                 options.with_retry_policy(RetryPolicy::default().with_max_attempts(3)),
             )
@@ -1161,7 +1162,7 @@ fn the_authority_follows_the_cloud_and_can_be_overridden() {
     for (instance, cloud, authority) in cases {
         let connection = Connection::builder("c", instance).build().unwrap();
         assert_eq!(connection.cloud(), cloud);
-        let authorizer = OAuthAuthorizer::authorization_code(&connection, public_app())
+        let authorizer = AuthorizationCodeAuthorizer::builder(&connection, public_app())
             .build()
             .unwrap();
         let request = authorizer
@@ -1182,7 +1183,7 @@ fn the_authority_follows_the_cloud_and_can_be_overridden() {
         .with_authority("http://127.0.0.1:9/entra")
         .build()
         .unwrap();
-    let request = OAuthAuthorizer::authorization_code(&local, public_app())
+    let request = AuthorizationCodeAuthorizer::builder(&local, public_app())
         .build()
         .unwrap()
         .authorization_request(&AuthorizeOptions::new())
@@ -1218,7 +1219,7 @@ async fn who_am_i_explains_a_missing_membership() {
         AccessToken::new("old-access"),
         Utc::now() + chrono::Duration::hours(1),
     );
-    let authorizer = OAuthAuthorizer::authorization_code(&connection, public_app())
+    let authorizer = AuthorizationCodeAuthorizer::builder(&connection, public_app())
         .with_token_set(tokens)
         .build()
         .unwrap();
@@ -1254,7 +1255,7 @@ async fn debug_of_every_auth_type_leaks_no_secret() {
     let connection = connection(&server, INSTANCE);
     let app = confidential_app();
     let tokens = stored_tokens(60, "rt-1");
-    let builder = OAuthAuthorizer::authorization_code(&connection, app.clone())
+    let builder = AuthorizationCodeAuthorizer::builder(&connection, app.clone())
         .with_token_set(tokens.clone());
     let builder_debug = format!("{builder:?}");
     let authorizer = builder.build().unwrap();
@@ -1265,7 +1266,7 @@ async fn debug_of_every_auth_type_leaks_no_secret() {
     let store = MemoryTokenStore::with_tokens(tokens.clone());
     let app_builder =
         EntraApp::builder(TENANT, CLIENT_ID).with_client_secret(ClientSecret::new(SECRET));
-    let cc = OAuthAuthorizer::client_credentials(&connection, app.clone())
+    let cc = ClientCredentialsAuthorizer::builder(&connection, app.clone())
         .build()
         .unwrap();
     let printed = [
@@ -1309,7 +1310,7 @@ async fn an_absurd_expires_in_or_margin_does_not_panic() {
     )
     .await;
     let authorizer =
-        OAuthAuthorizer::client_credentials(&connection(&server, INSTANCE), confidential_app())
+        ClientCredentialsAuthorizer::builder(&connection(&server, INSTANCE), confidential_app())
             .with_refresh_margin(Duration::MAX)
             .build()
             .unwrap();
