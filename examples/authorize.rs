@@ -8,7 +8,8 @@
 //! cargo run --example authorize
 //! ```
 //!
-//! Optional: `D365_CLIENT_SECRET` (a confidential client), `D365_REDIRECT_URI` (default
+//! Optional: `D365_CLIENT_SECRET` or `D365_CLIENT_CERTIFICATE` (a PEM file with the app's key
+//! and certificate) for a confidential client, `D365_REDIRECT_URI` (default
 //! `http://localhost:8400/callback`, which must be registered on the app), `D365_FLOW`
 //! (`code`, the default, or `client_credentials` for an application user), `D365_TOKEN_FILE`
 //! (default `d365-tokens.json`), `D365_AUTHORITY` (to override the cloud's authority).
@@ -19,9 +20,9 @@
 
 use async_trait::async_trait;
 use d365_connector::{
-    AuthorizationCodeAuthorizer, AuthorizeOptions, Authorizer, ClientCredentialsAuthorizer,
-    ClientSecret, Connection, DataverseClient, EntraApp, Prompt, StoreError, TokenSet, TokenStore,
-    who_am_i,
+    AuthorizationCodeAuthorizer, AuthorizeOptions, Authorizer, ClientCertificate,
+    ClientCredentialsAuthorizer, ClientSecret, Connection, DataverseClient, EntraApp, Prompt,
+    StoreError, TokenSet, TokenStore, who_am_i,
 };
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -55,7 +56,7 @@ async fn main() -> ExitCode {
             eprintln!("  {name}: {what}");
         }
         eprintln!(
-            "Optional: D365_CLIENT_SECRET, D365_REDIRECT_URI (default {DEFAULT_REDIRECT}), D365_FLOW (code | client_credentials), D365_TOKEN_FILE (default {DEFAULT_TOKEN_FILE}), D365_AUTHORITY"
+            "Optional: D365_CLIENT_SECRET or D365_CLIENT_CERTIFICATE, D365_REDIRECT_URI (default {DEFAULT_REDIRECT}), D365_FLOW (code | client_credentials), D365_TOKEN_FILE (default {DEFAULT_TOKEN_FILE}), D365_AUTHORITY"
         );
         return ExitCode::from(2);
     }
@@ -97,6 +98,9 @@ async fn run() -> d365_connector::Result<()> {
     .with_redirect_uri(&redirect_uri);
     if let Some(secret) = var("D365_CLIENT_SECRET") {
         app = app.with_client_secret(ClientSecret::new(secret));
+    }
+    if let Some(path) = var("D365_CLIENT_CERTIFICATE") {
+        app = app.with_client_certificate(ClientCertificate::from_pem_file(path.trim())?);
     }
     let app = app.build()?;
     let token_file =
