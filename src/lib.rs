@@ -53,8 +53,8 @@ pub use sink::{
     JsonLinesSink, KeySet, MemorySink, Operation, RecordSink, WriteFailure, WriteResult,
 };
 pub use source::{
-    Checkpoint, DEFAULT_PAGE_SIZE, EntitySource, MAX_PAGE_SIZE, Page, ReadMode, RecordChange,
-    RecordDecoder,
+    Checkpoint, DEFAULT_PAGE_SIZE, EntitySource, MAX_PAGE_SIZE, Page, PageCounts, ReadMode,
+    RecordChange, RecordDecoder,
 };
 pub use transport::{
     ClientOptions, Clock, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONCURRENCY,

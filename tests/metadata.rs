@@ -51,6 +51,9 @@ fn every_real_metadata_fixture_parses() {
             "entitydefinition_account_with_relationships.json",
             "entitydefinition_contact.json",
             "entitydefinition_mailbox_attributes.json",
+            "tf_get_entitydefinition_businessunit.json",
+            "tf_get_entitydefinition_businessunit_attributes.json",
+            "tf_get_entitydefinition_mailbox.json",
         ]
     );
 }

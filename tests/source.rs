@@ -2,8 +2,8 @@
 
 use d365_connector::{
     AccessToken, Checkpoint, ClientOptions, Connection, DataverseClient, EntityMetadata,
-    EntitySource, ErrorKind, Field, Filter, FilterValue, Number, Page, ReadMode, RecordChange,
-    RecordDecoder, RetryPolicy, StaticTokenAuthorizer, Url, Value,
+    EntitySource, ErrorKind, Field, Filter, FilterValue, Number, Page, PageCounts, ReadMode,
+    RecordChange, RecordDecoder, RetryPolicy, StaticTokenAuthorizer, Url, Value,
 };
 use futures::{StreamExt, TryStreamExt};
 use std::sync::Arc;
@@ -1162,6 +1162,163 @@ async fn a_record_without_its_id_is_an_error_naming_its_position() {
     let message = error.to_string();
     assert!(
         message.contains("page 1") && message.contains("record 2 has no primary id `accountid`"),
+        "{message}"
+    );
+}
+
+/// An `@odata.id` reference to contact `n`, as `$expand=primarycontactid/$ref` returns it.
+fn contact_reference(n: u32) -> String {
+    format!(
+        r#"{{"@odata.id":"https://contoso.crm.dynamics.com{API}/contacts({})"}}"#,
+        guid(n)
+    )
+}
+
+#[tokio::test]
+async fn with_count_asks_for_the_count_and_the_page_carries_what_dataverse_counted() {
+    let server = server().await;
+    let link = format!(
+        "{}{API}/accounts?$select=accountid,name&$count=true&$skiptoken=p2",
+        server.uri()
+    );
+    page(
+        &server,
+        "accounts",
+        "$select=accountid,name&$count=true",
+        format!(
+            r#"{{"@odata.context":"x","@odata.count":5000,"@Microsoft.Dynamics.CRM.totalrecordcount":5000,"@Microsoft.Dynamics.CRM.totalrecordcountlimitexceeded":true,"value":[{}],"@odata.nextLink":"{link}"}}"#,
+            account_row(&guid(1), "A")
+        ),
+        1,
+    )
+    .await;
+    page(
+        &server,
+        "accounts",
+        query_of(&link),
+        format!(r#"{{"value":[{}]}}"#, account_row(&guid(2), "B")),
+        1,
+    )
+    .await;
+
+    let pages = collect(
+        EntitySource::new(client(&server), account_metadata(false))
+            .with_columns(["name"])
+            .with_mode(ReadMode::Full)
+            .with_count(true),
+    )
+    .await;
+
+    let counts = pages[0].counts;
+    assert_eq!(counts.count, Some(5000));
+    assert_eq!(counts.total_record_count, Some(5000));
+    assert_eq!(counts.total_record_count_limit_exceeded, Some(true));
+    assert_eq!(pages[1].counts, PageCounts::default(), "not on this page");
+    let prefer: Vec<String> = requests(&server)
+        .await
+        .iter()
+        .map(|r| {
+            r.headers
+                .get("prefer")
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(prefer.len(), 2);
+    assert!(
+        prefer.iter().all(|p| p
+            == "odata.maxpagesize=5000,odata.include-annotations=\"Microsoft.Dynamics.CRM.totalrecordcount,Microsoft.Dynamics.CRM.totalrecordcountlimitexceeded\""),
+        "{prefer:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_count_that_is_not_a_number_is_a_decode_error_naming_the_page() {
+    let server = server().await;
+    page(
+        &server,
+        "accounts",
+        "$select=accountid&$count=true",
+        r#"{"@odata.count":"many","value":[]}"#.to_owned(),
+        1,
+    )
+    .await;
+    let error = EntitySource::new(client(&server), account_metadata(false))
+        .with_mode(ReadMode::Full)
+        .with_count(true)
+        .pages()
+        .next()
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Decode);
+    assert!(error.to_string().contains("page 1 of `account`"), "{error}");
+}
+
+#[test]
+fn an_expanded_lookup_never_replaces_the_id_and_a_reference_gives_it() {
+    let expanded = format!(
+        r#"{{"@odata.etag":"W/\"7\"","fullname":"Ann","contactid":"{}"}}"#,
+        guid(9)
+    );
+    let body = format!(
+        r#"{{"value":[
+            {{"accountid":"{a1}","_primarycontactid_value":"{c1}","_primarycontactid_value@Microsoft.Dynamics.CRM.lookuplogicalname":"contact","primarycontactid":{expanded}}},
+            {{"accountid":"{a2}","primarycontactid":{expanded},"_primarycontactid_value":"{c1}"}},
+            {{"accountid":"{a3}","primarycontactid":{reference}}},
+            {{"accountid":"{a4}","primarycontactid":{expanded}}},
+            {{"accountid":"{a5}","_primarycontactid_value":null,"primarycontactid":null}}
+        ]}}"#,
+        a1 = guid(1),
+        a2 = guid(2),
+        a3 = guid(3),
+        a4 = guid(4),
+        a5 = guid(5),
+        c1 = guid(11),
+        reference = contact_reference(13),
+    );
+    let changes = RecordDecoder::new(account_metadata(false))
+        .decode_changes(body.as_bytes())
+        .unwrap();
+    let contact_of = |i: usize| changes[i].record().unwrap().get("primarycontactid");
+
+    // Whichever comes first, the field holds the id of `_primarycontactid_value`.
+    let first = contact_of(0).unwrap();
+    assert_eq!(first.value, Value::String(guid(11)));
+    assert_eq!(first.lookup_entity.as_deref(), Some("contact"));
+    assert_eq!(contact_of(1).unwrap().value, Value::String(guid(11)));
+    // A `$ref` object gives the id it points at.
+    assert_eq!(contact_of(2).unwrap().value, Value::String(guid(13)));
+    // An expanded record alone is left out: the id is not guessed from it.
+    assert_eq!(contact_of(3), None);
+    assert_eq!(contact_of(4).unwrap().value, Value::Null);
+    for change in &changes {
+        let record = change.record().unwrap();
+        assert!(
+            record
+                .fields()
+                .all(|(_, f)| !matches!(f.value, Value::Json(_))),
+            "{record:?}"
+        );
+    }
+}
+
+#[test]
+fn a_reference_without_an_id_is_an_error_naming_the_record_and_column() {
+    let body = format!(
+        r#"{{"value":[{{"accountid":"{}","primarycontactid":{{"@odata.id":"https://contoso.crm.dynamics.com{API}/contacts"}}}}]}}"#,
+        guid(1)
+    );
+    let error = RecordDecoder::new(account_metadata(false))
+        .decode_changes(body.as_bytes())
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Decode);
+    let message = error.to_string();
+    assert!(
+        message.contains("record 1, column `primarycontactid`")
+            && message.contains("does not end with the record's id"),
         "{message}"
     );
 }

@@ -24,6 +24,9 @@ use url::Url;
 pub(crate) const FORMATTED_VALUE_ANNOTATION: &str = "OData.Community.Display.V1.FormattedValue";
 /// The annotation naming the table a lookup points at.
 pub(crate) const LOOKUP_TABLE_ANNOTATION: &str = "Microsoft.Dynamics.CRM.lookuplogicalname";
+/// The annotations carrying the whole table's count with `$count=true`.
+const TOTAL_COUNT_ANNOTATIONS: &str =
+    "Microsoft.Dynamics.CRM.totalrecordcount,Microsoft.Dynamics.CRM.totalrecordcountlimitexceeded";
 
 /// The `Prefer` preferences of one read. The same value is sent on every page.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -34,6 +37,8 @@ pub(crate) struct Prefer {
     pub formatted_values: bool,
     /// Ask for `Microsoft.Dynamics.CRM.lookuplogicalname` annotations.
     pub lookup_tables: bool,
+    /// Ask for the `totalrecordcount` and `totalrecordcountlimitexceeded` annotations.
+    pub total_count: bool,
     /// `odata.track-changes`.
     pub track_changes: bool,
 }
@@ -48,6 +53,7 @@ impl Prefer {
         let annotations: Vec<&str> = [
             (self.formatted_values, FORMATTED_VALUE_ANNOTATION),
             (self.lookup_tables, LOOKUP_TABLE_ANNOTATION),
+            (self.total_count, TOTAL_COUNT_ANNOTATIONS),
         ]
         .into_iter()
         .filter_map(|(wanted, name)| wanted.then_some(name))
@@ -280,11 +286,21 @@ mod tests {
             max_page_size: Some(5000),
             formatted_values: true,
             lookup_tables: true,
+            total_count: false,
             track_changes: true,
         };
         assert_eq!(
             prefer.header_value().unwrap(),
             "odata.maxpagesize=5000,odata.include-annotations=\"OData.Community.Display.V1.FormattedValue,Microsoft.Dynamics.CRM.lookuplogicalname\",odata.track-changes"
+        );
+        let counted = Prefer {
+            max_page_size: Some(10),
+            total_count: true,
+            ..Prefer::default()
+        };
+        assert_eq!(
+            counted.header_value().unwrap(),
+            "odata.maxpagesize=10,odata.include-annotations=\"Microsoft.Dynamics.CRM.totalrecordcount,Microsoft.Dynamics.CRM.totalrecordcountlimitexceeded\""
         );
         assert_eq!(Prefer::default().header_value(), None);
     }

@@ -100,6 +100,7 @@ impl SyncJob {
         options: RunOptions<'_>,
     ) -> Result<SyncReport> {
         self.check()?;
+        let throttling_before = client.throttle_stats();
         let metadata = match options.metadata.clone() {
             Some(metadata) if metadata.logical_name() != self.source.entity => {
                 return Err(Error::config(format!(
@@ -139,7 +140,6 @@ impl SyncJob {
             seen: None,
         };
         let started_at = Utc::now();
-        let throttling_before = client.throttle_stats();
         let mut ending = run
             .read_all(client, &metadata, options.checkpoint.clone())
             .await;

@@ -256,6 +256,7 @@ impl Reader {
             },
             number,
             last,
+            counts: decoded.counts,
         })
     }
 
