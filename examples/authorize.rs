@@ -8,7 +8,8 @@
 //! cargo run --example authorize
 //! ```
 //!
-//! Optional: `D365_CLIENT_SECRET` (a confidential client), `D365_REDIRECT_URI` (default
+//! Optional: `D365_CLIENT_SECRET` or `D365_CLIENT_CERTIFICATE` (a PEM file with the app's key
+//! and certificate) for a confidential client, `D365_REDIRECT_URI` (default
 //! `http://localhost:8400/callback`, which must be registered on the app), `D365_FLOW`
 //! (`code`, the default, or `client_credentials` for an application user), `D365_TOKEN_FILE`
 //! (default `d365-tokens.json`), `D365_AUTHORITY` (to override the cloud's authority).
@@ -19,7 +20,8 @@
 
 use async_trait::async_trait;
 use d365_connector::{
-    AuthorizeOptions, ClientSecret, Connection, DataverseClient, EntraApp, OAuthAuthorizer, Prompt,
+    AuthorizationCodeAuthorizer, AuthorizeOptions, Authorizer, ClientCertificate,
+    ClientCredentialsAuthorizer, ClientSecret, Connection, DataverseClient, EntraApp, Prompt,
     StoreError, TokenSet, TokenStore, who_am_i,
 };
 use std::path::PathBuf;
@@ -54,7 +56,7 @@ async fn main() -> ExitCode {
             eprintln!("  {name}: {what}");
         }
         eprintln!(
-            "Optional: D365_CLIENT_SECRET, D365_REDIRECT_URI (default {DEFAULT_REDIRECT}), D365_FLOW (code | client_credentials), D365_TOKEN_FILE (default {DEFAULT_TOKEN_FILE}), D365_AUTHORITY"
+            "Optional: D365_CLIENT_SECRET or D365_CLIENT_CERTIFICATE, D365_REDIRECT_URI (default {DEFAULT_REDIRECT}), D365_FLOW (code | client_credentials), D365_TOKEN_FILE (default {DEFAULT_TOKEN_FILE}), D365_AUTHORITY"
         );
         return ExitCode::from(2);
     }
@@ -97,23 +99,26 @@ async fn run() -> d365_connector::Result<()> {
     if let Some(secret) = var("D365_CLIENT_SECRET") {
         app = app.with_client_secret(ClientSecret::new(secret));
     }
+    if let Some(path) = var("D365_CLIENT_CERTIFICATE") {
+        app = app.with_client_certificate(ClientCertificate::from_pem_file(path.trim())?);
+    }
     let app = app.build()?;
     let token_file =
         PathBuf::from(var("D365_TOKEN_FILE").unwrap_or_else(|| DEFAULT_TOKEN_FILE.to_owned()));
 
     let flow = var("D365_FLOW").unwrap_or_else(|| "code".to_owned());
-    let authorizer = match flow.as_str() {
+    let authorizer: Arc<dyn Authorizer> = match flow.as_str() {
         "client_credentials" => {
-            let authorizer = OAuthAuthorizer::client_credentials(&connection, app).build()?;
+            let authorizer = ClientCredentialsAuthorizer::builder(&connection, app).build()?;
             authorizer.authorize().await?;
             println!("Client credentials accepted by Entra ID.");
-            authorizer
+            Arc::new(authorizer)
         }
         "code" => {
             let store = Arc::new(FileTokenStore {
                 path: token_file.clone(),
             });
-            let authorizer = OAuthAuthorizer::authorization_code(&connection, app)
+            let authorizer = AuthorizationCodeAuthorizer::builder(&connection, app)
                 .with_token_store(store)
                 .build()?;
             let request = authorizer.authorization_request(
@@ -137,7 +142,7 @@ async fn run() -> d365_connector::Result<()> {
                 }
             );
             println!("Token set saved to {}.", token_file.display());
-            authorizer
+            Arc::new(authorizer)
         }
         other => {
             eprintln!("D365_FLOW is `{other}`; use `code` or `client_credentials`");
@@ -145,7 +150,7 @@ async fn run() -> d365_connector::Result<()> {
         }
     };
 
-    let client = DataverseClient::new(connection, Arc::new(authorizer))?;
+    let client = DataverseClient::new(connection, authorizer)?;
     let me = who_am_i(&client).await?;
     println!("The connection works:");
     println!("  user id:          {}", me.user_id);

@@ -12,8 +12,8 @@
 
 use d365_connector::testkit::StandIn;
 use d365_connector::{
-    ChainOptions, ChainOutcome, ClientSecret, Connection, DataverseClient, EntraApp, JobChain,
-    MemorySink, OAuthAuthorizer, RunOptions, SyncJob, SyncStatus, who_am_i,
+    ChainOptions, ChainOutcome, ClientCredentialsAuthorizer, ClientSecret, Connection,
+    DataverseClient, EntraApp, JobChain, MemorySink, RunOptions, SyncJob, SyncStatus, who_am_i,
 };
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -75,7 +75,7 @@ async fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
     let app = EntraApp::builder(StandIn::TENANT_ID, StandIn::CLIENT_ID)
         .with_client_secret(ClientSecret::new(StandIn::CLIENT_SECRET))
         .build()?;
-    let authorizer = OAuthAuthorizer::client_credentials(&connection, app).build()?;
+    let authorizer = ClientCredentialsAuthorizer::builder(&connection, app).build()?;
     authorizer.authorize().await?;
     let client = DataverseClient::new(connection.clone(), Arc::new(authorizer))?;
     let me = who_am_i(&client).await?;

@@ -6,8 +6,13 @@
 //! cargo run --release --example sync -- --job JOB.json [--state STATE.json] [--out OUT.jsonl] [--errors ERRORS.jsonl]
 //! ```
 //!
-//! The connection signs in as an application user (client credentials). `D365_AUTHORITY`
-//! optionally names the authority base URL (a loopback `http://127.0.0.1:PORT` is accepted).
+//! The connection signs in as an application user (client credentials) with
+//! `D365_CLIENT_SECRET`, or with `D365_CLIENT_CERTIFICATE` (the path of a PEM file holding the
+//! app's private key and certificate) in its place. With neither, on Kubernetes, workload
+//! identity is used when `AZURE_CLIENT_ID`, `AZURE_TENANT_ID` and `AZURE_FEDERATED_TOKEN_FILE`
+//! are set (in place of `D365_TENANT_ID` and `D365_CLIENT_ID` too). `D365_AUTHORITY` optionally
+//! names the authority base URL (a loopback `http://127.0.0.1:PORT` is accepted; with workload
+//! identity, `AZURE_AUTHORITY_HOST` is the default).
 //! The job resumes from `--state` when that file exists and saves the new checkpoint there
 //! (atomically, after the sink has flushed). Operations are appended to `--out` as JSON Lines
 //! (stdout when absent); failed records go to `--errors`; the report is printed as one JSON line
@@ -17,8 +22,9 @@
 //! environment or mapping violations (each printed).
 
 use d365_connector::{
-    Checkpoint, ClientSecret, Connection, DataverseClient, EntraApp, ErrorKind, JsonLinesSink,
-    MappingErrors, OAuthAuthorizer, RunOptions, SyncJob, SyncStatus,
+    Checkpoint, ClientCertificate, ClientCredentialsAuthorizer, ClientSecret, Connection,
+    DataverseClient, EntraApp, ErrorKind, JsonLinesSink, MappingErrors, RunOptions, SyncJob,
+    SyncStatus, WorkloadIdentity,
 };
 use std::fs::{self, OpenOptions};
 use std::io::{self, BufWriter, Write};
@@ -193,41 +199,84 @@ impl Write for DurableFile {
 
 /// Builds and authorizes the connection from the `D365_*` variables.
 async fn connect(env: &impl Fn(&str) -> Option<String>) -> Result<DataverseClient, Failure> {
-    let required = [
-        "D365_URL",
-        "D365_TENANT_ID",
-        "D365_CLIENT_ID",
-        "D365_CLIENT_SECRET",
-    ];
-    let missing: Vec<&str> = required
-        .iter()
-        .copied()
-        .filter(|name| env(name).is_none_or(|v| v.trim().is_empty()))
-        .collect();
-    if !missing.is_empty() {
-        return Err((
-            EXIT_BAD_INPUT,
-            format!(
-                "set the environment variables {} (optional: D365_AUTHORITY)",
-                missing.join(", ")
-            ),
-        ));
-    }
-    let var = |name: &str| env(name).unwrap_or_default();
+    let (app, authority) = sign_in_from_env(env)?;
     let bad = |e: d365_connector::Error| (EXIT_BAD_INPUT, e.to_string());
-    let mut builder = Connection::builder("sync", var("D365_URL"));
-    if let Some(authority) = env("D365_AUTHORITY") {
+    let mut builder = Connection::builder("sync", env("D365_URL").unwrap_or_default());
+    if let Some(authority) = authority {
         builder = builder.with_authority(authority);
     }
     let connection = builder.build().map_err(bad)?;
-    let app = EntraApp::builder(var("D365_TENANT_ID"), var("D365_CLIENT_ID"))
-        .with_client_secret(ClientSecret::new(var("D365_CLIENT_SECRET")))
-        .build()
-        .map_err(bad)?;
-    let authorizer = OAuthAuthorizer::client_credentials(&connection, app)
+    let authorizer = ClientCredentialsAuthorizer::builder(&connection, app)
         .build()
         .map_err(bad)?;
     DataverseClient::new(connection, Arc::new(authorizer)).map_err(bad)
+}
+
+/// The app the connection signs in as, and the authority to use: `D365_CLIENT_SECRET`, or
+/// `D365_CLIENT_CERTIFICATE` (a PEM file with the private key and the certificate), with
+/// `D365_TENANT_ID` and `D365_CLIENT_ID`; with neither, Kubernetes workload identity when its
+/// `AZURE_*` variables are set. The authority is `D365_AUTHORITY`, else workload identity's
+/// `AZURE_AUTHORITY_HOST`.
+pub fn sign_in_from_env(
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<(EntraApp, Option<String>), Failure> {
+    let value = |name: &str| env(name).filter(|v| !v.trim().is_empty());
+    let bad = |e: d365_connector::Error| (EXIT_BAD_INPUT, e.to_string());
+    let secret = value("D365_CLIENT_SECRET");
+    let certificate = value("D365_CLIENT_CERTIFICATE");
+    let workload = match (&secret, &certificate) {
+        (None, None) => WorkloadIdentity::from_lookup(env).map_err(bad)?,
+        _ => None,
+    };
+    let mut missing: Vec<&str> = vec!["D365_URL"];
+    if workload.is_none() {
+        missing.extend(["D365_TENANT_ID", "D365_CLIENT_ID"]);
+    }
+    missing.retain(|name| value(name).is_none());
+    if secret.is_none() && certificate.is_none() && workload.is_none() {
+        missing.push("D365_CLIENT_SECRET");
+    }
+    if !missing.is_empty() {
+        return Err((EXIT_BAD_INPUT, missing_variables(&missing)));
+    }
+    let authority = value("D365_AUTHORITY");
+    if let Some(workload) = workload {
+        let authority = authority.or_else(|| workload.authority_host().map(str::to_owned));
+        return Ok((workload.app().map_err(bad)?, authority));
+    }
+    let app = EntraApp::builder(
+        value("D365_TENANT_ID").unwrap_or_default(),
+        value("D365_CLIENT_ID").unwrap_or_default(),
+    );
+    let app = match (secret, certificate) {
+        (Some(_), Some(_)) => {
+            return Err((
+                EXIT_BAD_INPUT,
+                "set D365_CLIENT_SECRET or D365_CLIENT_CERTIFICATE, not both".to_owned(),
+            ));
+        }
+        (Some(secret), None) => app.with_client_secret(ClientSecret::new(secret)),
+        (None, Some(path)) => app.with_client_certificate(
+            ClientCertificate::from_pem_file(path.trim())
+                .map_err(|e| (EXIT_BAD_INPUT, format!("D365_CLIENT_CERTIFICATE: {e}")))?,
+        ),
+        // Not reached (a credential or workload identity was checked above); the authorizer's
+        // builder would refuse an app without a credential.
+        (None, None) => app,
+    };
+    Ok((app.build().map_err(bad)?, authority))
+}
+
+/// The message for missing variables; a missing credential lists the three ways to give one.
+fn missing_variables(missing: &[&str]) -> String {
+    let mut message = format!("set the environment variables {}", missing.join(", "));
+    if missing.contains(&"D365_CLIENT_SECRET") {
+        message.push_str(
+            " (or D365_CLIENT_CERTIFICATE, a PEM file with the app's private key and certificate, in place of D365_CLIENT_SECRET; or, on Kubernetes, workload identity's AZURE_CLIENT_ID, AZURE_TENANT_ID and AZURE_FEDERATED_TOKEN_FILE in place of D365_TENANT_ID, D365_CLIENT_ID and a credential)",
+        );
+    }
+    message.push_str(" (optional: D365_AUTHORITY)");
+    message
 }
 
 fn read_checkpoint(path: &Path) -> Result<Checkpoint, String> {

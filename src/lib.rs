@@ -21,9 +21,13 @@ mod value;
 pub mod testkit;
 
 pub use auth::{
-    AuthorizationRequest, AuthorizeOptions, Authorizer, DEFAULT_REFRESH_MARGIN, EntraApp,
-    EntraAppBuilder, MemoryTokenStore, OAuthAuthorizer, OAuthAuthorizerBuilder, Prompt,
-    ResourceScope, StaticTokenAuthorizer, StoreError, TenantId, TokenSet, TokenStore,
+    AuthorizationCodeAuthorizer, AuthorizationCodeAuthorizerBuilder, AuthorizationRequest,
+    AuthorizeOptions, Authorizer, ClientCertificate, ClientCredential, ClientCredentialsAuthorizer,
+    ClientCredentialsAuthorizerBuilder, DEFAULT_IMDS_ENDPOINT, DEFAULT_REFRESH_MARGIN,
+    DEFAULT_SIGN_IN_LIFETIME, EntraApp, EntraAppBuilder, ManagedIdentityAuthorizer,
+    ManagedIdentityAuthorizerBuilder, ManagedIdentityEndpoint, ManagedIdentityId, MemoryTokenStore,
+    Prompt, ResourceScope, StaticTokenAuthorizer, StoreError, TenantId, TokenSet, TokenStore,
+    WorkloadIdentity,
 };
 pub use client::{DataverseClient, WhoAmI, who_am_i};
 
@@ -44,7 +48,7 @@ pub use metadata::{
     AttributeMetadata, AttributeType, EntityMetadata, EntitySummary, MetadataOptions, OptionLabel,
     Relationship,
 };
-pub use secret::{AccessToken, AuthorizationCode, ClientSecret, RefreshToken};
+pub use secret::{AccessToken, AuthorizationCode, ClientSecret, IdentityHeader, RefreshToken};
 pub use sink::{
     JsonLinesSink, KeySet, MemorySink, Operation, RecordSink, WriteFailure, WriteResult,
 };

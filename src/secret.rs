@@ -47,6 +47,11 @@ secret_string!(
     /// A one-time authorization code from the authorize redirect.
     AuthorizationCode
 );
+secret_string!(
+    /// The `IDENTITY_HEADER` App Service and Azure Functions give a process to prove its
+    /// managed identity requests come from inside the app.
+    IdentityHeader
+);
 
 #[cfg(test)]
 mod tests {
@@ -60,12 +65,13 @@ mod tests {
             AccessToken::new("eyJ0eXAi-access"),
             RefreshToken::new("0.AAAA-refresh"),
             AuthorizationCode::new("OAQABAAIAAA-code"),
-        );
+        ) + &format!("{:?}", IdentityHeader::new("6a1b-identity-header"));
         for secret in [
             "s3cr3t-client",
             "eyJ0eXAi-access",
             "0.AAAA-refresh",
             "OAQABAAIAAA-code",
+            "6a1b-identity-header",
         ] {
             assert!(!printed.contains(secret), "{printed} leaks {secret}");
         }

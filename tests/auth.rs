@@ -1,4 +1,6 @@
-//! The Entra ID authorizer against a wiremock token endpoint (and Dataverse for WhoAmI).
+//! The authorizers against a wiremock token endpoint (Entra ID, and the managed identity
+//! endpoints of IMDS and App Service) and Dataverse for WhoAmI. The real instance metadata
+//! address is never contacted: every managed identity test points the endpoint at wiremock.
 //!
 //! Every server mounts a catch-all that fails the test on any request nobody expected.
 
@@ -6,10 +8,12 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::Utc;
 use d365_connector::{
-    AccessToken, AuthorizeOptions, Authorizer, ClientOptions, ClientSecret, Clock, Cloud,
-    Connection, DataverseClient, EntraApp, ErrorKind, InstanceUrl, MemoryTokenStore,
-    OAuthAuthorizer, Prompt, RefreshToken, RetryPolicy, TokenSet, TokenStore, VirtualClock,
-    who_am_i,
+    AccessToken, AuthorizationCodeAuthorizer, AuthorizationRequest, AuthorizeOptions, Authorizer,
+    ClientCredential, ClientCredentialsAuthorizer, ClientOptions, ClientSecret, Clock, Cloud,
+    Connection, DEFAULT_IMDS_ENDPOINT, DataverseClient, EntraApp, ErrorKind, IdentityHeader,
+    InstanceUrl, ManagedIdentityAuthorizer, ManagedIdentityEndpoint, ManagedIdentityId,
+    MemoryTokenStore, Prompt, RefreshToken, RetryPolicy, TokenSet, TokenStore, VirtualClock,
+    WorkloadIdentity, who_am_i,
 };
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -185,7 +189,7 @@ async fn code_flow_builds_the_authorize_url_and_redeems_the_code_with_the_verifi
     let store = Arc::new(MemoryTokenStore::new());
     let (options, _) = virtual_options();
     let authorizer =
-        OAuthAuthorizer::authorization_code(&connection(&server, INSTANCE), public_app())
+        AuthorizationCodeAuthorizer::builder(&connection(&server, INSTANCE), public_app())
             .with_token_store(store.clone())
             .with_client_options(options)
             .build()
@@ -320,7 +324,7 @@ async fn confidential_code_flow_sends_the_client_secret_and_asks_for_dot_default
     .await;
     let (options, _) = virtual_options();
     let authorizer =
-        OAuthAuthorizer::authorization_code(&connection(&server, INSTANCE), confidential_app())
+        AuthorizationCodeAuthorizer::builder(&connection(&server, INSTANCE), confidential_app())
             .with_client_options(options)
             .build()
             .unwrap();
@@ -361,7 +365,7 @@ async fn confidential_code_flow_sends_the_client_secret_and_asks_for_dot_default
 async fn a_redirect_with_another_state_is_refused_before_any_token_request() {
     let server = server().await; // the catch-all fails the test on any token request
     let authorizer =
-        OAuthAuthorizer::authorization_code(&connection(&server, INSTANCE), public_app())
+        AuthorizationCodeAuthorizer::builder(&connection(&server, INSTANCE), public_app())
             .build()
             .unwrap();
     for redirect in [
@@ -386,7 +390,7 @@ async fn a_redirect_with_another_state_is_refused_before_any_token_request() {
 async fn an_error_redirect_becomes_guidance() {
     let server = server().await;
     let authorizer =
-        OAuthAuthorizer::authorization_code(&connection(&server, INSTANCE), public_app())
+        AuthorizationCodeAuthorizer::builder(&connection(&server, INSTANCE), public_app())
             .build()
             .unwrap();
     let cases = [
@@ -447,10 +451,8 @@ async fn client_credentials_sends_the_exact_form_and_caches_the_token() {
         1,
     )
     .await;
-    let store = Arc::new(MemoryTokenStore::new());
     let authorizer =
-        OAuthAuthorizer::client_credentials(&connection(&server, INSTANCE), confidential_app())
-            .with_token_store(store.clone())
+        ClientCredentialsAuthorizer::builder(&connection(&server, INSTANCE), confidential_app())
             .build()
             .unwrap();
     for _ in 0..3 {
@@ -472,17 +474,13 @@ async fn client_credentials_sends_the_exact_form_and_caches_the_token() {
     let tokens = authorizer.token_set().await.unwrap().unwrap();
     assert!(tokens.refresh_token().is_none());
     assert_eq!(tokens.scopes(), [format!("{INSTANCE}/.default")]);
-    assert!(
-        store.tokens().is_none(),
-        "client credentials need no stored tokens"
-    );
 }
 
 #[tokio::test]
 async fn client_credentials_need_a_secret_and_one_tenant() {
     let server = server().await;
     let connection = connection(&server, INSTANCE);
-    let error = OAuthAuthorizer::client_credentials(&connection, public_app())
+    let error = ClientCredentialsAuthorizer::builder(&connection, public_app())
         .build()
         .unwrap_err();
     assert_eq!(error.kind(), ErrorKind::Config);
@@ -491,11 +489,11 @@ async fn client_credentials_need_a_secret_and_one_tenant() {
         .with_client_secret(ClientSecret::new(SECRET))
         .build()
         .unwrap();
-    let error = OAuthAuthorizer::client_credentials(&connection, multi)
+    let error = ClientCredentialsAuthorizer::builder(&connection, multi)
         .build()
         .unwrap_err();
     assert!(error.to_string().contains("tenant"), "{error}");
-    let error = OAuthAuthorizer::authorization_code(
+    let error = AuthorizationCodeAuthorizer::builder(
         &connection,
         EntraApp::builder(TENANT, CLIENT_ID).build().unwrap(),
     )
@@ -519,7 +517,7 @@ async fn refreshes_ahead_of_expiry_within_the_margin_only() {
     let connection = connection(&server, INSTANCE);
 
     // 4 minutes left, 1 minute margin: the cached token is used.
-    let relaxed = OAuthAuthorizer::authorization_code(&connection, public_app())
+    let relaxed = AuthorizationCodeAuthorizer::builder(&connection, public_app())
         .with_token_set(stored_tokens(4, "rt-1"))
         .with_refresh_margin(Duration::from_secs(60))
         .build()
@@ -528,7 +526,7 @@ async fn refreshes_ahead_of_expiry_within_the_margin_only() {
 
     // 4 minutes left, default 5 minute margin: refreshed first.
     let store = Arc::new(MemoryTokenStore::new());
-    let eager = OAuthAuthorizer::authorization_code(&connection, public_app())
+    let eager = AuthorizationCodeAuthorizer::builder(&connection, public_app())
         .with_token_set(stored_tokens(4, "rt-1"))
         .with_token_store(store.clone())
         .build()
@@ -576,7 +574,7 @@ async fn a_rotated_refresh_token_reaches_the_store_and_is_used_next() {
     let store = Arc::new(MemoryTokenStore::with_tokens(stored_tokens(-1, "rt-1")));
     let clock = Arc::new(VirtualClock::new());
     let authorizer =
-        OAuthAuthorizer::authorization_code(&connection(&server, INSTANCE), confidential_app())
+        AuthorizationCodeAuthorizer::builder(&connection(&server, INSTANCE), confidential_app())
             .with_token_store(store.clone())
             .with_client_options(ClientOptions::default().with_clock(clock.clone()))
             .build()
@@ -647,7 +645,7 @@ async fn a_rotated_refresh_token_survives_a_failed_save_and_is_saved_next_time()
         ..FlakyStore::default()
     });
     let authorizer =
-        OAuthAuthorizer::authorization_code(&connection(&server, INSTANCE), confidential_app())
+        AuthorizationCodeAuthorizer::builder(&connection(&server, INSTANCE), confidential_app())
             .with_token_store(store.clone())
             .build()
             .unwrap();
@@ -686,7 +684,7 @@ async fn fifty_tasks_after_expiry_make_exactly_one_token_request() {
     .await;
     let clock = Arc::new(VirtualClock::new());
     let authorizer =
-        OAuthAuthorizer::authorization_code(&connection(&server, INSTANCE), public_app())
+        AuthorizationCodeAuthorizer::builder(&connection(&server, INSTANCE), public_app())
             .with_token_set(stored_tokens(60, "rt-1"))
             .with_client_options(ClientOptions::default().with_clock(clock.clone()))
             .build()
@@ -751,7 +749,7 @@ async fn the_clients_401_path_refreshes_once_and_retries() {
         Utc::now() + chrono::Duration::hours(1),
     )
     .with_refresh_token(RefreshToken::new("rt-1"));
-    let authorizer = OAuthAuthorizer::authorization_code(&connection, public_app())
+    let authorizer = AuthorizationCodeAuthorizer::builder(&connection, public_app())
         .with_token_set(tokens)
         .build()
         .unwrap();
@@ -782,7 +780,7 @@ async fn an_expired_set_without_refresh_token_asks_to_reauthorize() {
         Utc::now() - chrono::Duration::minutes(1),
     );
     let authorizer =
-        OAuthAuthorizer::authorization_code(&connection(&server, INSTANCE), public_app())
+        AuthorizationCodeAuthorizer::builder(&connection(&server, INSTANCE), public_app())
             .with_token_set(tokens)
             .build()
             .unwrap();
@@ -799,7 +797,7 @@ async fn an_expired_set_without_refresh_token_asks_to_reauthorize() {
 async fn a_token_set_of_another_instance_is_refused() {
     let server = server().await;
     let other = connection(&server, OTHER_INSTANCE);
-    let error = OAuthAuthorizer::authorization_code(&other, public_app())
+    let error = AuthorizationCodeAuthorizer::builder(&other, public_app())
         .with_token_set(stored_tokens(60, "rt-1"))
         .build()
         .unwrap_err();
@@ -815,7 +813,7 @@ async fn a_token_set_of_another_instance_is_refused() {
 
     // The same through a store (a restart with the wrong store) and through set_token_set.
     let store = Arc::new(MemoryTokenStore::with_tokens(stored_tokens(60, "rt-1")));
-    let authorizer = OAuthAuthorizer::authorization_code(&other, public_app())
+    let authorizer = AuthorizationCodeAuthorizer::builder(&other, public_app())
         .with_token_store(store)
         .build()
         .unwrap();
@@ -839,7 +837,7 @@ async fn revoke_forgets_the_tokens_until_authorized_again() {
     let server = server().await;
     let store = Arc::new(MemoryTokenStore::with_tokens(stored_tokens(60, "rt-1")));
     let authorizer =
-        OAuthAuthorizer::authorization_code(&connection(&server, INSTANCE), public_app())
+        AuthorizationCodeAuthorizer::builder(&connection(&server, INSTANCE), public_app())
             .with_token_store(store.clone())
             .build()
             .unwrap();
@@ -889,7 +887,7 @@ async fn revoke_forgets_the_tokens_until_authorized_again() {
 async fn a_new_code_flow_connection_is_not_authorized() {
     let server = server().await;
     let authorizer =
-        OAuthAuthorizer::authorization_code(&connection(&server, INSTANCE), public_app())
+        AuthorizationCodeAuthorizer::builder(&connection(&server, INSTANCE), public_app())
             .build()
             .unwrap();
     let error = authorizer.access_token().await.unwrap_err();
@@ -911,7 +909,7 @@ async fn client_credentials_revoke_and_authorize_again() {
     )
     .await;
     let authorizer =
-        OAuthAuthorizer::client_credentials(&connection(&server, INSTANCE), confidential_app())
+        ClientCredentialsAuthorizer::builder(&connection(&server, INSTANCE), confidential_app())
             .build()
             .unwrap();
     authorizer.access_token().await.unwrap();
@@ -996,15 +994,22 @@ async fn entra_errors_become_guidance_and_are_not_retried() {
         mount_token(&server, entra_error(error, aadsts, description), 1).await;
         let (options, _) = virtual_options();
         let connection = connection(&server, INSTANCE);
-        let authorizer = if client_credentials {
-            OAuthAuthorizer::client_credentials(&connection, confidential_app())
+        let authorizer: Arc<dyn Authorizer> = if client_credentials {
+            Arc::new(
+                ClientCredentialsAuthorizer::builder(&connection, confidential_app())
+                    .with_client_options(options)
+                    .build()
+                    .unwrap(),
+            )
         } else {
-            OAuthAuthorizer::authorization_code(&connection, confidential_app())
-                .with_token_set(stored_tokens(-1, "rt-1"))
-        }
-        .with_client_options(options)
-        .build()
-        .unwrap();
+            Arc::new(
+                AuthorizationCodeAuthorizer::builder(&connection, confidential_app())
+                    .with_token_set(stored_tokens(-1, "rt-1"))
+                    .with_client_options(options)
+                    .build()
+                    .unwrap(),
+            )
+        };
         let failure = authorizer.access_token().await.unwrap_err();
         let message = failure.to_string();
         assert_eq!(failure.kind(), kind, "{error}: {message}");
@@ -1037,7 +1042,7 @@ async fn a_secret_echoed_in_an_error_description_is_redacted() {
     )
     .await;
     let authorizer =
-        OAuthAuthorizer::authorization_code(&connection(&server, INSTANCE), confidential_app())
+        AuthorizationCodeAuthorizer::builder(&connection(&server, INSTANCE), confidential_app())
             .with_token_set(stored_tokens(-1, "rt-1"))
             .build()
             .unwrap();
@@ -1083,7 +1088,7 @@ async fn temporarily_unavailable_and_5xx_are_retried_by_the_policy() {
     .await;
     let (options, clock) = virtual_options();
     let authorizer =
-        OAuthAuthorizer::client_credentials(&connection(&server, INSTANCE), confidential_app())
+        ClientCredentialsAuthorizer::builder(&connection(&server, INSTANCE), confidential_app())
             .with_client_options(options)
             .build()
             .unwrap();
@@ -1106,7 +1111,7 @@ async fn a_lasting_outage_gives_up_with_a_retryable_error() {
     mount_token(&server, ResponseTemplate::new(502), 3).await;
     let (options, _) = virtual_options();
     let authorizer =
-        OAuthAuthorizer::client_credentials(&connection(&server, INSTANCE), confidential_app())
+        ClientCredentialsAuthorizer::builder(&connection(&server, INSTANCE), confidential_app())
             .with_client_options(
                 options.with_retry_policy(RetryPolicy::default().with_max_attempts(3)),
             )
@@ -1161,7 +1166,7 @@ fn the_authority_follows_the_cloud_and_can_be_overridden() {
     for (instance, cloud, authority) in cases {
         let connection = Connection::builder("c", instance).build().unwrap();
         assert_eq!(connection.cloud(), cloud);
-        let authorizer = OAuthAuthorizer::authorization_code(&connection, public_app())
+        let authorizer = AuthorizationCodeAuthorizer::builder(&connection, public_app())
             .build()
             .unwrap();
         let request = authorizer
@@ -1182,7 +1187,7 @@ fn the_authority_follows_the_cloud_and_can_be_overridden() {
         .with_authority("http://127.0.0.1:9/entra")
         .build()
         .unwrap();
-    let request = OAuthAuthorizer::authorization_code(&local, public_app())
+    let request = AuthorizationCodeAuthorizer::builder(&local, public_app())
         .build()
         .unwrap()
         .authorization_request(&AuthorizeOptions::new())
@@ -1218,7 +1223,7 @@ async fn who_am_i_explains_a_missing_membership() {
         AccessToken::new("old-access"),
         Utc::now() + chrono::Duration::hours(1),
     );
-    let authorizer = OAuthAuthorizer::authorization_code(&connection, public_app())
+    let authorizer = AuthorizationCodeAuthorizer::builder(&connection, public_app())
         .with_token_set(tokens)
         .build()
         .unwrap();
@@ -1254,7 +1259,7 @@ async fn debug_of_every_auth_type_leaks_no_secret() {
     let connection = connection(&server, INSTANCE);
     let app = confidential_app();
     let tokens = stored_tokens(60, "rt-1");
-    let builder = OAuthAuthorizer::authorization_code(&connection, app.clone())
+    let builder = AuthorizationCodeAuthorizer::builder(&connection, app.clone())
         .with_token_set(tokens.clone());
     let builder_debug = format!("{builder:?}");
     let authorizer = builder.build().unwrap();
@@ -1265,7 +1270,7 @@ async fn debug_of_every_auth_type_leaks_no_secret() {
     let store = MemoryTokenStore::with_tokens(tokens.clone());
     let app_builder =
         EntraApp::builder(TENANT, CLIENT_ID).with_client_secret(ClientSecret::new(SECRET));
-    let cc = OAuthAuthorizer::client_credentials(&connection, app.clone())
+    let cc = ClientCredentialsAuthorizer::builder(&connection, app.clone())
         .build()
         .unwrap();
     let printed = [
@@ -1309,7 +1314,7 @@ async fn an_absurd_expires_in_or_margin_does_not_panic() {
     )
     .await;
     let authorizer =
-        OAuthAuthorizer::client_credentials(&connection(&server, INSTANCE), confidential_app())
+        ClientCredentialsAuthorizer::builder(&connection(&server, INSTANCE), confidential_app())
             .with_refresh_margin(Duration::MAX)
             .build()
             .unwrap();
@@ -1318,4 +1323,917 @@ async fn an_absurd_expires_in_or_margin_does_not_panic() {
         authorizer.access_token().await.unwrap().secret(),
         "long-lived"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 8. Certificate credentials
+
+/// The private key (PKCS#8) and its self-signed certificate: a test-only credential.
+const TEST_CERTIFICATE: &str = include_str!("fixtures/auth/test-only-client-certificate.pem");
+/// The same key in PKCS#1 form.
+const TEST_KEY_PKCS1: &str = include_str!("fixtures/auth/test-only-client-key-pkcs1.pem");
+/// Its public key (PKCS#1), to verify signatures.
+const TEST_PUBLIC_KEY: &str = include_str!("fixtures/auth/test-only-client-public-key.pem");
+/// A certificate of another key.
+const OTHER_CERTIFICATE: &str = include_str!("fixtures/auth/test-only-other-certificate.pem");
+/// `openssl x509 -outform DER | openssl dgst -sha256 -binary | base64url` of the test certificate.
+const TEST_THUMBPRINT: &str = "nMoN5QH9ZWHvbPzTvdp5ceL9qCRuphURdpH47_ZCSNs";
+const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// The certificate block of the test PEM alone.
+fn certificate_block() -> &'static str {
+    let start = TEST_CERTIFICATE
+        .find("-----BEGIN CERTIFICATE-----")
+        .unwrap();
+    &TEST_CERTIFICATE[start..]
+}
+
+fn certificate_app() -> EntraApp {
+    EntraApp::builder(TENANT, CLIENT_ID)
+        .with_client_certificate(
+            d365_connector::ClientCertificate::from_pem(TEST_CERTIFICATE).unwrap(),
+        )
+        .build()
+        .unwrap()
+}
+
+/// The header and claims of a JWT, after checking its RS256 signature with the test public key.
+fn verified_jwt(jwt: &str) -> (Value, Value) {
+    let parts: Vec<&str> = jwt.split('.').collect();
+    assert_eq!(parts.len(), 3, "a JWT has three parts: {jwt}");
+    let public_key = pem_contents(TEST_PUBLIC_KEY);
+    let signature = URL_SAFE_NO_PAD.decode(parts[2]).unwrap();
+    ring::signature::UnparsedPublicKey::new(
+        &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+        public_key,
+    )
+    .verify(format!("{}.{}", parts[0], parts[1]).as_bytes(), &signature)
+    .expect("the assertion is signed RS256 with the certificate's key");
+    let decode = |part: &str| -> Value {
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
+    };
+    (decode(parts[0]), decode(parts[1]))
+}
+
+/// The DER inside a one-block PEM text.
+fn pem_contents(text: &str) -> Vec<u8> {
+    let body: String = text
+        .lines()
+        .filter(|line| !line.starts_with("-----"))
+        .collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .unwrap()
+}
+
+fn token_url(server: &MockServer) -> String {
+    format!("{}{}", server.uri(), token_path())
+}
+
+#[tokio::test]
+async fn a_certificate_sends_a_signed_assertion_with_thumbprint_audience_and_times() {
+    let server = server().await;
+    mount_token(
+        &server,
+        ResponseTemplate::new(200).set_body_json(json!({
+            "token_type": "Bearer", "expires_in": 600, "access_token": "cc-access"
+        })),
+        2,
+    )
+    .await;
+    let (options, clock) = virtual_options();
+    let authorizer =
+        ClientCredentialsAuthorizer::builder(&connection(&server, INSTANCE), certificate_app())
+            .with_client_options(options)
+            .build()
+            .unwrap();
+    let before = Utc::now().timestamp();
+    assert_eq!(
+        authorizer.access_token().await.unwrap().secret(),
+        "cc-access"
+    );
+    let after = Utc::now().timestamp();
+    clock.sleep(Duration::from_secs(600)).await; // expired: a second request
+    authorizer.access_token().await.unwrap();
+
+    let forms = token_forms(&server).await;
+    assert_eq!(forms.len(), 2);
+    let sent = &forms[0];
+    assert_eq!(
+        keys(sent),
+        [
+            "client_assertion",
+            "client_assertion_type",
+            "client_id",
+            "grant_type",
+            "scope"
+        ],
+        "no client_secret"
+    );
+    assert_eq!(sent["grant_type"], "client_credentials");
+    assert_eq!(sent["client_id"], CLIENT_ID);
+    assert_eq!(sent["scope"], format!("{INSTANCE}/.default"));
+    assert_eq!(sent["client_assertion_type"], JWT_BEARER);
+
+    let (header, claims) = verified_jwt(&sent["client_assertion"]);
+    assert_eq!(
+        header,
+        json!({"alg": "RS256", "typ": "JWT", "x5t#S256": TEST_THUMBPRINT})
+    );
+    assert_eq!(claims["aud"], token_url(&server));
+    assert_eq!(claims["iss"], CLIENT_ID);
+    assert_eq!(claims["sub"], CLIENT_ID);
+    let nbf = claims["nbf"].as_i64().unwrap();
+    assert!(before <= nbf && nbf <= after, "nbf {nbf} is now");
+    assert_eq!(claims["iat"], claims["nbf"]);
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - nbf,
+        300,
+        "valid 5 minutes"
+    );
+    assert!(claims["jti"].as_str().unwrap().len() >= 16);
+
+    // The second request carries a new assertion: a new jti, times moved with the clock.
+    let (_, second) = verified_jwt(&forms[1]["client_assertion"]);
+    assert_ne!(second["jti"], claims["jti"]);
+    assert!(second["nbf"].as_i64().unwrap() >= nbf + 600);
+}
+
+#[tokio::test]
+async fn a_certificate_redeems_a_users_code_too() {
+    let server = server().await;
+    mount_token(
+        &server,
+        ResponseTemplate::new(200).set_body_json(tokens_body(
+            "new-access",
+            Some("rt-1"),
+            json!(3599),
+        )),
+        1,
+    )
+    .await;
+    let app = EntraApp::builder(TENANT, CLIENT_ID)
+        .with_client_certificate(
+            d365_connector::ClientCertificate::from_pem(TEST_CERTIFICATE).unwrap(),
+        )
+        .with_redirect_uri(REDIRECT)
+        .build()
+        .unwrap();
+    let authorizer = AuthorizationCodeAuthorizer::builder(&connection(&server, INSTANCE), app)
+        .build()
+        .unwrap();
+    let request = authorizer
+        .authorization_request(&AuthorizeOptions::new())
+        .unwrap();
+    let redirect = format!("code=the-code&state={}", request.state());
+    authorizer
+        .complete_authorization(request, &redirect)
+        .await
+        .unwrap();
+    let sent = &token_forms(&server).await[0];
+    assert_eq!(
+        keys(sent),
+        [
+            "client_assertion",
+            "client_assertion_type",
+            "client_id",
+            "code",
+            "code_verifier",
+            "grant_type",
+            "redirect_uri",
+            "scope"
+        ]
+    );
+    let (_, claims) = verified_jwt(&sent["client_assertion"]);
+    assert_eq!(claims["aud"], token_url(&server));
+}
+
+#[test]
+fn a_pkcs1_key_and_its_certificate_give_the_same_thumbprint() {
+    let pem = format!("{TEST_KEY_PKCS1}\n{}", certificate_block());
+    let certificate = d365_connector::ClientCertificate::from_pem(pem).unwrap();
+    assert_eq!(certificate.thumbprint_sha256(), TEST_THUMBPRINT);
+    // Certificate first, key second, with text around the blocks (as openssl pkcs12 writes).
+    let reordered = format!(
+        "Bag Attributes\n{}\nKey Attributes\n{TEST_KEY_PKCS1}",
+        certificate_block()
+    );
+    let certificate = d365_connector::ClientCertificate::from_pem(reordered).unwrap();
+    assert_eq!(certificate.thumbprint_sha256(), TEST_THUMBPRINT);
+}
+
+#[test]
+fn a_bad_certificate_file_is_refused_with_what_to_do() {
+    let key_only = &TEST_CERTIFICATE[..TEST_CERTIFICATE
+        .find("-----BEGIN CERTIFICATE-----")
+        .unwrap()];
+    let encrypted =
+        "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIBAA==\n-----END ENCRYPTED PRIVATE KEY-----\n";
+    let cases = [
+        (key_only.to_owned(), "holds no certificate"),
+        (certificate_block().to_owned(), "holds no private key"),
+        (
+            format!("{encrypted}{}", certificate_block()),
+            "encrypted with a password",
+        ),
+        (
+            format!("{key_only}{OTHER_CERTIFICATE}"),
+            "does not belong to its private key",
+        ),
+        (
+            format!("{key_only}{TEST_KEY_PKCS1}{}", certificate_block()),
+            "more than one private key",
+        ),
+        ("not a PEM file".to_owned(), "holds no private key"),
+        (
+            "-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n".to_owned()
+                + certificate_block(),
+            "cannot be used",
+        ),
+    ];
+    for (pem, expected) in cases {
+        let error = d365_connector::ClientCertificate::from_pem(&pem).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Config);
+        assert!(error.to_string().contains(expected), "{expected}: {error}");
+    }
+    let error =
+        d365_connector::ClientCertificate::from_pem_file("/nonexistent/client.pem").unwrap_err();
+    assert!(
+        error.to_string().contains("/nonexistent/client.pem"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_rejected_certificate_says_what_to_check_and_never_shows_the_assertion() {
+    let server = server().await;
+    // Entra echoes what it received; the assertion must not reach the error.
+    Mock::given(method("POST"))
+        .and(path(token_path()))
+        .respond_with(|request: &Request| {
+            let assertion = form(request)["client_assertion"].clone();
+            entra_error(
+                "invalid_client",
+                700027,
+                &format!("Client assertion contains an invalid signature: {assertion}."),
+            )
+        })
+        .expect(1)
+        .mount(&server)
+        .await;
+    let authorizer =
+        ClientCredentialsAuthorizer::builder(&connection(&server, INSTANCE), certificate_app())
+            .build()
+            .unwrap();
+    let error = authorizer.access_token().await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Auth);
+    assert!(
+        error
+            .to_string()
+            .contains("rejected the client certificate"),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains("invalid_client, AADSTS700027"),
+        "{error}"
+    );
+    let assertion = &token_forms(&server).await[0]["client_assertion"];
+    let printed = format!("{error} {error:?}");
+    assert!(!printed.contains(assertion.as_str()), "{printed}");
+    assert!(error.service_message().unwrap().contains("[redacted]"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 9. Federated credentials (Kubernetes workload identity)
+
+/// A scratch file for one test.
+fn scratch_file(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("d365-auth-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+#[tokio::test]
+async fn a_federated_token_file_is_read_fresh_for_every_token_request() {
+    let server = server().await;
+    mount_token(
+        &server,
+        ResponseTemplate::new(200).set_body_json(json!({
+            "token_type": "Bearer", "expires_in": 600, "access_token": "cc-access"
+        })),
+        2,
+    )
+    .await;
+    let file = scratch_file("federated-token");
+    std::fs::write(&file, "eyJhbGciOi.first-projected-token.sig\n").unwrap();
+    let app = EntraApp::builder(TENANT, CLIENT_ID)
+        .with_federated_token_file(&file)
+        .build()
+        .unwrap();
+    let (options, clock) = virtual_options();
+    let authorizer = ClientCredentialsAuthorizer::builder(&connection(&server, INSTANCE), app)
+        .with_client_options(options)
+        .build()
+        .unwrap();
+    authorizer.access_token().await.unwrap();
+    // The kubelet rotates the token; the next token request reads the new one.
+    std::fs::write(&file, "eyJhbGciOi.second-projected-token.sig").unwrap();
+    clock.sleep(Duration::from_secs(600)).await;
+    authorizer.access_token().await.unwrap();
+
+    let forms = token_forms(&server).await;
+    assert_eq!(
+        keys(&forms[0]),
+        [
+            "client_assertion",
+            "client_assertion_type",
+            "client_id",
+            "grant_type",
+            "scope"
+        ]
+    );
+    assert_eq!(forms[0]["client_assertion_type"], JWT_BEARER);
+    assert_eq!(
+        forms[0]["client_assertion"],
+        "eyJhbGciOi.first-projected-token.sig"
+    );
+    assert_eq!(
+        forms[1]["client_assertion"],
+        "eyJhbGciOi.second-projected-token.sig"
+    );
+    assert_eq!(forms[1]["scope"], format!("{INSTANCE}/.default"));
+
+    // A file that disappeared is a clear error, and nothing is sent.
+    std::fs::remove_file(&file).unwrap();
+    clock.sleep(Duration::from_secs(600)).await;
+    let error = authorizer.access_token().await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Config);
+    assert!(
+        error.to_string().contains("federated token file"),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains(file.to_str().unwrap()),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_rejected_federated_token_points_at_the_federated_credential() {
+    let server = server().await;
+    mount_token(
+        &server,
+        entra_error(
+            "invalid_client",
+            700211,
+            "No matching federated identity record found for presented assertion issuer.",
+        ),
+        1,
+    )
+    .await;
+    let file = scratch_file("federated-rejected");
+    std::fs::write(&file, "eyJhbGciOi.projected.sig").unwrap();
+    let app = EntraApp::builder(TENANT, CLIENT_ID)
+        .with_federated_token_file(&file)
+        .build()
+        .unwrap();
+    let authorizer = ClientCredentialsAuthorizer::builder(&connection(&server, INSTANCE), app)
+        .build()
+        .unwrap();
+    let error = authorizer.authorize().await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Auth);
+    assert!(
+        error.to_string().contains("federated credential"),
+        "{error}"
+    );
+}
+
+#[test]
+fn workload_identity_reads_the_webhooks_variables() {
+    let vars = |pairs: &'static [(&'static str, &'static str)]| {
+        move |name: &str| {
+            pairs
+                .iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| value.to_string())
+        }
+    };
+    assert_eq!(WorkloadIdentity::from_lookup(vars(&[])).unwrap(), None);
+    let identity = WorkloadIdentity::from_lookup(vars(&[
+        ("AZURE_CLIENT_ID", CLIENT_ID),
+        ("AZURE_TENANT_ID", TENANT),
+        (
+            "AZURE_FEDERATED_TOKEN_FILE",
+            "/var/run/secrets/azure/tokens/azure-identity-token",
+        ),
+        ("AZURE_AUTHORITY_HOST", "https://login.microsoftonline.com/"),
+    ]))
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        identity.authority_host(),
+        Some("https://login.microsoftonline.com/")
+    );
+    let app = identity.app().unwrap();
+    assert_eq!(app.client_id(), CLIENT_ID);
+    assert_eq!(app.tenant().as_str(), TENANT);
+    match app.credential() {
+        Some(ClientCredential::FederatedTokenFile(path)) => assert_eq!(
+            path,
+            std::path::Path::new("/var/run/secrets/azure/tokens/azure-identity-token")
+        ),
+        other => panic!("{other:?}"),
+    }
+    let error = WorkloadIdentity::from_lookup(vars(&[("AZURE_CLIENT_ID", CLIENT_ID)])).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("AZURE_TENANT_ID, AZURE_FEDERATED_TOKEN_FILE not set"),
+        "{error}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 10. Managed identity
+
+const IMDS_PATH: &str = "/metadata/identity/oauth2/token";
+const IDENTITY_HEADER: &str = "e1f2-identity-header~secret";
+
+fn managed_identity_ok(expires_on: Value) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(json!({
+        "access_token": "mi-access",
+        "client_id": CLIENT_ID,
+        "expires_in": "3599",
+        "expires_on": expires_on,
+        "ext_expires_in": "3599",
+        "not_before": "1700000000",
+        "resource": INSTANCE,
+        "token_type": "Bearer"
+    }))
+}
+
+fn imds(server: &MockServer) -> ManagedIdentityEndpoint {
+    ManagedIdentityEndpoint::imds_at(&format!("{}{IMDS_PATH}", server.uri())).unwrap()
+}
+
+fn app_service(server: &MockServer) -> ManagedIdentityEndpoint {
+    ManagedIdentityEndpoint::app_service(
+        &format!("{}/msi/token", server.uri()),
+        IdentityHeader::new(IDENTITY_HEADER),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn imds_is_asked_with_the_metadata_header_and_the_instance_as_resource() {
+    let server = server().await;
+    let expires_on = Utc::now().timestamp() + 3599;
+    Mock::given(method("GET"))
+        .and(path(IMDS_PATH))
+        .and(header("metadata", "true"))
+        .respond_with(managed_identity_ok(json!(expires_on.to_string())))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let authorizer = ManagedIdentityAuthorizer::builder(&connection(&server, INSTANCE))
+        .with_endpoint(imds(&server))
+        .with_identity(ManagedIdentityId::ClientId(CLIENT_ID.to_owned()))
+        .build()
+        .unwrap();
+    for _ in 0..2 {
+        assert_eq!(
+            authorizer.access_token().await.unwrap().secret(),
+            "mi-access"
+        );
+    }
+    let requests = server.received_requests().await.unwrap();
+    assert_eq!(requests.len(), 1, "the token is cached");
+    assert_eq!(
+        query(&requests[0].url),
+        BTreeMap::from([
+            ("api-version".to_owned(), "2018-02-01".to_owned()),
+            ("client_id".to_owned(), CLIENT_ID.to_owned()),
+            ("resource".to_owned(), INSTANCE.to_owned()),
+        ])
+    );
+    assert!(requests[0].headers.get("x-identity-header").is_none());
+    let tokens = authorizer.token_set().await.unwrap().unwrap();
+    assert_eq!(
+        tokens.expires_at().timestamp(),
+        expires_on,
+        "expires_on as a string"
+    );
+    assert!(tokens.refresh_token().is_none());
+}
+
+#[tokio::test]
+async fn app_service_is_asked_with_the_identity_header() {
+    let server = server().await;
+    let expires_on = Utc::now().timestamp() + 3599;
+    Mock::given(method("GET"))
+        .and(path("/msi/token"))
+        .and(header("x-identity-header", IDENTITY_HEADER))
+        .respond_with(managed_identity_ok(json!(expires_on)))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let resource_id = "/subscriptions/s/resourcegroups/g/providers/Microsoft.ManagedIdentity/userAssignedIdentities/sync";
+    let authorizer = ManagedIdentityAuthorizer::builder(&connection(&server, INSTANCE))
+        .with_endpoint(app_service(&server))
+        .with_identity(ManagedIdentityId::ResourceId(resource_id.to_owned()))
+        .build()
+        .unwrap();
+    authorizer.authorize().await.unwrap();
+    let requests = server.received_requests().await.unwrap();
+    assert_eq!(
+        query(&requests[0].url),
+        BTreeMap::from([
+            ("api-version".to_owned(), "2019-08-01".to_owned()),
+            ("mi_res_id".to_owned(), resource_id.to_owned()),
+            ("resource".to_owned(), INSTANCE.to_owned()),
+        ])
+    );
+    assert!(requests[0].headers.get("metadata").is_none());
+    let tokens = authorizer.token_set().await.unwrap().unwrap();
+    assert_eq!(
+        tokens.expires_at().timestamp(),
+        expires_on,
+        "expires_on as a number"
+    );
+    assert_eq!(tokens.access_token().secret(), "mi-access");
+}
+
+#[tokio::test]
+async fn imds_errors_keep_the_error_and_say_what_to_check() {
+    let server = server().await;
+    Mock::given(method("GET"))
+        .and(path(IMDS_PATH))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({
+            "error": "invalid_request",
+            "error_description": "Identity not found",
+            "correlation_id": "corr-imds-1"
+        })))
+        .expect(1) // not retried
+        .mount(&server)
+        .await;
+    let (options, _) = virtual_options();
+    let authorizer = ManagedIdentityAuthorizer::builder(&connection(&server, INSTANCE))
+        .with_endpoint(imds(&server))
+        .with_client_options(options)
+        .build()
+        .unwrap();
+    let error = authorizer.access_token().await.unwrap_err();
+    assert_eq!(error.status(), Some(400));
+    assert!(!error.is_retryable());
+    assert_eq!(error.service_code(), Some("invalid_request"));
+    assert_eq!(error.service_message(), Some("Identity not found"));
+    assert_eq!(error.request_id(), Some("corr-imds-1"));
+    let message = error.to_string();
+    assert!(message.contains("IMDS"), "{message}");
+    assert!(
+        message.contains("invalid_request: Identity not found"),
+        "{message}"
+    );
+    assert!(
+        message.contains("check that a managed identity is assigned"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn imds_updating_and_throttling_answers_are_retried() {
+    let server = server().await;
+    for (priority, status) in [(1u8, 410u16), (2, 429), (3, 500)] {
+        Mock::given(method("GET"))
+            .and(path(IMDS_PATH))
+            .respond_with(ResponseTemplate::new(status).set_body_json(json!({
+                "error": "unknown", "error_description": "IMDS is updating"
+            })))
+            .up_to_n_times(1)
+            .with_priority(priority)
+            .expect(1)
+            .mount(&server)
+            .await;
+    }
+    Mock::given(method("GET"))
+        .and(path(IMDS_PATH))
+        .respond_with(managed_identity_ok(json!(
+            (Utc::now().timestamp() + 3599).to_string()
+        )))
+        .with_priority(4)
+        .expect(1)
+        .mount(&server)
+        .await;
+    let (options, clock) = virtual_options();
+    let authorizer = ManagedIdentityAuthorizer::builder(&connection(&server, INSTANCE))
+        .with_endpoint(imds(&server))
+        .with_client_options(options)
+        .build()
+        .unwrap();
+    assert_eq!(
+        authorizer.access_token().await.unwrap().secret(),
+        "mi-access"
+    );
+    assert_eq!(
+        clock.sleeps().len(),
+        3,
+        "three retries under the retry policy"
+    );
+}
+
+#[tokio::test]
+async fn app_service_errors_keep_the_message_without_the_identity_header() {
+    let server = server().await;
+    Mock::given(method("GET"))
+        .and(path("/msi/token"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({
+            "statusCode": 400,
+            "message": format!("No Managed Identity found for specified ClientId/ResourceId/PrincipalId (header {}).", "e1f2-identity-header%7Esecret"),
+            "correlationId": "corr-app-1"
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let (options, _) = virtual_options();
+    let authorizer = ManagedIdentityAuthorizer::builder(&connection(&server, INSTANCE))
+        .with_endpoint(app_service(&server))
+        .with_identity(ManagedIdentityId::ClientId(CLIENT_ID.to_owned()))
+        .with_client_options(options)
+        .build()
+        .unwrap();
+    let error = authorizer.authorize().await.unwrap_err();
+    assert_eq!(error.status(), Some(400));
+    assert_eq!(error.request_id(), Some("corr-app-1"));
+    let message = error.to_string();
+    assert!(
+        message.contains("App Service managed identity endpoint"),
+        "{message}"
+    );
+    assert!(message.contains("No Managed Identity found"), "{message}");
+    let printed = format!("{error} {error:?}");
+    assert!(!printed.contains("identity-header"), "{printed}");
+    assert!(printed.contains("[redacted]"), "{printed}");
+}
+
+#[test]
+fn the_managed_identity_endpoint_follows_the_environment() {
+    let env = |pairs: &'static [(&'static str, &'static str)]| {
+        move |name: &str| {
+            pairs
+                .iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| value.to_string())
+        }
+    };
+    let default = ManagedIdentityEndpoint::from_lookup(env(&[])).unwrap();
+    assert!(!default.is_app_service());
+    assert_eq!(default.url().as_str(), DEFAULT_IMDS_ENDPOINT);
+    let app = ManagedIdentityEndpoint::from_lookup(env(&[
+        ("IDENTITY_ENDPOINT", "http://127.0.0.1:41741/MSI/token/"),
+        ("IDENTITY_HEADER", IDENTITY_HEADER),
+    ]))
+    .unwrap();
+    assert!(app.is_app_service());
+    assert!(!format!("{app:?}").contains(IDENTITY_HEADER));
+    let error = ManagedIdentityEndpoint::from_lookup(env(&[(
+        "IDENTITY_ENDPOINT",
+        "http://127.0.0.1:41741/MSI/token/",
+    )]))
+    .unwrap_err();
+    assert!(error.to_string().contains("IDENTITY_HEADER"), "{error}");
+    // Plain http only on loopback and the metadata address.
+    assert!(ManagedIdentityEndpoint::imds_at("http://metadata.example.com/token").is_err());
+    assert!(
+        ManagedIdentityEndpoint::imds_at("http://169.254.169.254/metadata/identity/oauth2/token")
+            .is_ok()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 11. A sign-in that survives a restart and another replica
+
+#[tokio::test]
+async fn a_stored_sign_in_is_completed_by_another_authorizer_instance() {
+    let server = server().await;
+    mount_token(
+        &server,
+        ResponseTemplate::new(200).set_body_json(tokens_body(
+            "new-access",
+            Some("rt-1"),
+            json!(3599),
+        )),
+        1,
+    )
+    .await;
+    let connection = connection(&server, INSTANCE);
+    let replica_a = AuthorizationCodeAuthorizer::builder(&connection, public_app())
+        .build()
+        .unwrap();
+    let request = replica_a
+        .authorization_request(&AuthorizeOptions::new())
+        .unwrap();
+    let state = request.state().to_owned();
+    let challenge = query(request.url())["code_challenge"].clone();
+    let stored = serde_json::to_string(&request).unwrap();
+    drop((request, replica_a)); // the replica that started the sign-in is gone
+
+    let fields: Value = serde_json::from_str(&stored).unwrap();
+    for field in [
+        "state",
+        "code_verifier",
+        "redirect_uri",
+        "created_at",
+        "instance",
+        "client_id",
+    ] {
+        assert!(fields.get(field).is_some(), "{field} in {stored}");
+    }
+    let verifier = fields["code_verifier"].as_str().unwrap().to_owned();
+
+    let store = Arc::new(MemoryTokenStore::new());
+    let replica_b = AuthorizationCodeAuthorizer::builder(&connection, public_app())
+        .with_token_store(store.clone())
+        .build()
+        .unwrap();
+    let restored: AuthorizationRequest = serde_json::from_str(&stored).unwrap();
+    let printed = format!("{restored:?}");
+    assert!(
+        !printed.contains(&verifier) && !printed.contains(&state),
+        "{printed}"
+    );
+    let redirect = format!("{REDIRECT}?code=the-code&state={state}");
+    let tokens = replica_b
+        .complete_authorization(restored, &redirect)
+        .await
+        .unwrap();
+    assert_eq!(tokens.access_token().secret(), "new-access");
+    assert_eq!(store.tokens().as_ref(), Some(&tokens));
+
+    let sent = &token_forms(&server).await[0];
+    assert_eq!(sent["code_verifier"], verifier);
+    assert_eq!(
+        URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes())),
+        challenge,
+        "the verifier matches the challenge of the original URL"
+    );
+
+    // The state check survives the round trip.
+    let forged: AuthorizationRequest = serde_json::from_str(&stored).unwrap();
+    let error = replica_b
+        .complete_authorization(forged, &format!("{REDIRECT}?code=the-code&state=forged"))
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("CSRF"), "{error}");
+}
+
+#[tokio::test]
+async fn a_stored_sign_in_is_refused_after_it_expired() {
+    let server = server().await; // any token request fails the test
+    let connection = connection(&server, INSTANCE);
+    for (lifetime, wait) in [(None, 11 * 60), (Some(2 * 60), 3 * 60)] {
+        let (options, clock) = virtual_options();
+        let mut builder = AuthorizationCodeAuthorizer::builder(&connection, public_app())
+            .with_client_options(options);
+        if let Some(lifetime) = lifetime {
+            builder = builder.with_sign_in_lifetime(Duration::from_secs(lifetime));
+        }
+        let authorizer = builder.build().unwrap();
+        let request = authorizer
+            .authorization_request(&AuthorizeOptions::new())
+            .unwrap();
+        let state = request.state().to_owned();
+        let stored = serde_json::to_string(&request).unwrap();
+        clock.sleep(Duration::from_secs(wait)).await;
+        let restored: AuthorizationRequest = serde_json::from_str(&stored).unwrap();
+        let error = authorizer
+            .complete_authorization(restored, &format!("code=the-code&state={state}"))
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Auth);
+        let minutes = lifetime.unwrap_or(600) / 60;
+        assert!(
+            error
+                .to_string()
+                .contains(&format!("expired after {minutes} minutes")),
+            "{error}"
+        );
+        assert!(
+            error.to_string().contains("start the sign-in again"),
+            "{error}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_stored_sign_in_for_another_app_or_with_a_bad_verifier_is_refused() {
+    let server = server().await;
+    let connection = connection(&server, INSTANCE);
+    let authorizer = AuthorizationCodeAuthorizer::builder(&connection, public_app())
+        .build()
+        .unwrap();
+    let request = authorizer
+        .authorization_request(&AuthorizeOptions::new())
+        .unwrap();
+    let mut stored: Value = serde_json::to_value(&request).unwrap();
+
+    stored["code_verifier"] = json!("short");
+    let error = serde_json::from_value::<AuthorizationRequest>(stored.clone()).unwrap_err();
+    assert!(
+        error.to_string().contains("PKCE verifier is malformed"),
+        "{error}"
+    );
+
+    let other_app = EntraApp::builder(TENANT, "99999999-2222-3333-4444-555555555555")
+        .with_redirect_uri(REDIRECT)
+        .build()
+        .unwrap();
+    let other = AuthorizationCodeAuthorizer::builder(&connection, other_app)
+        .build()
+        .unwrap();
+    let error = other
+        .complete_authorization(request, "code=the-code&state=x")
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Config);
+    assert!(error.to_string().contains("started for the app"), "{error}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 12. Scrubbing echoes of secrets
+
+#[tokio::test]
+async fn a_url_encoded_or_json_escaped_echo_of_the_secret_is_scrubbed() {
+    // The secret contains `~` (generated Entra secrets do), sent as `%7E`.
+    let json_secret = "q8+Xy~z/\"quoted\"-value";
+    let cases = [
+        (SECRET, "s3cr3t-CLIENT-value%7Exyz".to_owned()),
+        (SECRET, "s3cr3t-CLIENT-value%7exyz".to_owned()),
+        (
+            json_secret,
+            r#"q8\u002BXy~z/\u0022quoted\u0022-value"#.to_owned(),
+        ),
+        (json_secret, r#"q8+Xy~z\/\"quoted\"-value"#.to_owned()),
+    ];
+    for (secret, echo) in cases {
+        let server = server().await;
+        mount_token(
+            &server,
+            entra_error(
+                "invalid_request",
+                900144,
+                &format!(
+                    "The request body was: client_secret={echo}&grant_type=client_credentials"
+                ),
+            ),
+            1,
+        )
+        .await;
+        let app = EntraApp::builder(TENANT, CLIENT_ID)
+            .with_client_secret(ClientSecret::new(secret))
+            .build()
+            .unwrap();
+        let authorizer = ClientCredentialsAuthorizer::builder(&connection(&server, INSTANCE), app)
+            .build()
+            .unwrap();
+        let error = authorizer.access_token().await.unwrap_err();
+        let printed = format!("{error} {error:?} {}", error.service_message().unwrap());
+        assert!(!printed.contains(&echo), "{echo} leaks in {printed}");
+        assert!(
+            error
+                .service_message()
+                .unwrap()
+                .contains("client_secret=[redacted]&"),
+            "{printed}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn debug_of_the_new_credential_types_leaks_no_secret() {
+    let server = server().await;
+    let connection = connection(&server, INSTANCE);
+    let certificate = d365_connector::ClientCertificate::from_pem(TEST_CERTIFICATE).unwrap();
+    let key_line = TEST_CERTIFICATE.lines().nth(1).unwrap();
+    let cc = ClientCredentialsAuthorizer::builder(&connection, certificate_app())
+        .build()
+        .unwrap();
+    let mi_builder =
+        ManagedIdentityAuthorizer::builder(&connection).with_endpoint(app_service(&server));
+    let mi_builder_debug = format!("{mi_builder:?}");
+    let mi = mi_builder.build().unwrap();
+    for text in [
+        format!("{certificate:?}"),
+        format!("{cc:?}"),
+        format!("{:?}", certificate_app()),
+        mi_builder_debug,
+        format!("{mi:?}"),
+        format!("{:?}", IdentityHeader::new(IDENTITY_HEADER)),
+    ] {
+        assert!(!text.contains(key_line), "{text} shows the key");
+        assert!(
+            !text.contains(IDENTITY_HEADER),
+            "{text} shows the identity header"
+        );
+    }
+    assert!(format!("{certificate:?}").contains(TEST_THUMBPRINT));
 }

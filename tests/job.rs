@@ -5,10 +5,10 @@
 use async_trait::async_trait;
 use d365_connector::testkit::{Fault, StandIn};
 use d365_connector::{
-    CancelToken, ChainOptions, ChainOutcome, Checkpoint, ClientOptions, ClientSecret, Connection,
-    DataverseClient, EntraApp, ErrorKind, JobChain, MappingErrors, MemorySink, OAuthAuthorizer,
-    Operation, RecordSink, RunOptions, SyncJob, SyncProgress, SyncStatus, TargetRecord,
-    TargetValue, VirtualClock, WriteResult,
+    CancelToken, ChainOptions, ChainOutcome, Checkpoint, ClientCredentialsAuthorizer,
+    ClientOptions, ClientSecret, Connection, DataverseClient, EntraApp, ErrorKind, JobChain,
+    MappingErrors, MemorySink, Operation, RecordSink, RunOptions, SyncJob, SyncProgress,
+    SyncStatus, TargetRecord, TargetValue, VirtualClock, WriteResult,
 };
 use serde_json::{Value, json};
 use std::collections::HashSet;
@@ -24,7 +24,7 @@ async fn connect(crm: &StandIn) -> (Connection, DataverseClient) {
         .with_client_secret(ClientSecret::new(StandIn::CLIENT_SECRET))
         .build()
         .unwrap();
-    let authorizer = OAuthAuthorizer::client_credentials(&connection, app)
+    let authorizer = ClientCredentialsAuthorizer::builder(&connection, app)
         .build()
         .unwrap();
     let options = ClientOptions::default().with_clock(Arc::new(VirtualClock::new()));

@@ -5,9 +5,9 @@
 
 use d365_connector::testkit::{AccountShape, StandIn};
 use d365_connector::{
-    Checkpoint, ClientOptions, ClientSecret, Connection, DataverseClient, EntityMetadata,
-    EntitySource, EntraApp, MemorySink, MetadataOptions, OAuthAuthorizer, Page, Parallelism,
-    ReadMode, RecordChange, RunOptions, SyncJob, SyncStatus, VirtualClock,
+    Checkpoint, ClientCredentialsAuthorizer, ClientOptions, ClientSecret, Connection,
+    DataverseClient, EntityMetadata, EntitySource, EntraApp, MemorySink, MetadataOptions, Page,
+    Parallelism, ReadMode, RecordChange, RunOptions, SyncJob, SyncStatus, VirtualClock,
 };
 use futures::TryStreamExt;
 use serde_json::json;
@@ -23,7 +23,7 @@ async fn connect(crm: &StandIn) -> DataverseClient {
         .with_client_secret(ClientSecret::new(StandIn::CLIENT_SECRET))
         .build()
         .unwrap();
-    let authorizer = OAuthAuthorizer::client_credentials(&connection, app)
+    let authorizer = ClientCredentialsAuthorizer::builder(&connection, app)
         .build()
         .unwrap();
     let options = ClientOptions::default().with_clock(Arc::new(VirtualClock::new()));

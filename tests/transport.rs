@@ -3,8 +3,8 @@
 //! task of a client (pauses, `x-ms-dop-hint`, halving on execution-time refusals).
 
 use d365_connector::{
-    ClientOptions, ClientSecret, Connection, DataverseClient, EntraApp, ErrorKind, OAuthAuthorizer,
-    RetryPolicy, ThrottleLimit, VirtualClock,
+    ClientCredentialsAuthorizer, ClientOptions, ClientSecret, Connection, DataverseClient,
+    EntraApp, ErrorKind, RetryPolicy, ThrottleLimit, VirtualClock,
 };
 use serde_json::{Value, json};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,7 +30,7 @@ fn client(server: &MockServer, options: ClientOptions) -> DataverseClient {
         .with_client_secret(ClientSecret::new("s3cr3t-value"))
         .build()
         .unwrap();
-    let authorizer = OAuthAuthorizer::client_credentials(&connection, app)
+    let authorizer = ClientCredentialsAuthorizer::builder(&connection, app)
         .with_client_options(options.clone())
         .build()
         .unwrap();
@@ -113,7 +113,7 @@ async fn a_refused_port_is_reported_after_one_short_retry() {
         .build()
         .unwrap();
     let started = Instant::now();
-    let authorizer = OAuthAuthorizer::client_credentials(&connection, app)
+    let authorizer = ClientCredentialsAuthorizer::builder(&connection, app)
         .build()
         .unwrap();
     let client = DataverseClient::new(connection, Arc::new(authorizer)).unwrap();

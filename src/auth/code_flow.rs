@@ -1,13 +1,24 @@
-//! The authorization code flow with PKCE: the sign-in URL and the redirect that comes back.
+//! The authorization code flow with PKCE: the sign-in URL, the pending sign-in a host stores
+//! until the redirect comes back, and that redirect.
 
 use super::config::ResourceScope;
-use super::entra::{Grant, OAuthError, guidance};
+use super::entra::{CredentialKind, Grant, OAuthError, guidance};
 use super::pkce::{PkceVerifier, constant_time_eq, random_urlsafe};
 use crate::connection::InstanceUrl;
 use crate::error::{Error, Result};
 use crate::secret::AuthorizationCode;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::time::Duration;
 use url::Url;
+
+/// How long a started sign-in can be completed, unless configured otherwise: about as long as
+/// Entra ID's authorization codes live.
+pub const DEFAULT_SIGN_IN_LIFETIME: Duration = Duration::from_secs(10 * 60);
+
+/// How far in the future a sign-in's creation time may lie (clocks of two replicas differ).
+const CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
 
 /// The `prompt` of the sign-in page.
 #[non_exhaustive]
@@ -78,22 +89,32 @@ impl AuthorizeOptions {
     }
 }
 
-/// A started sign-in: send the admin's browser to [`AuthorizationRequest::url`], then give this
-/// request and the redirect back to [`crate::OAuthAuthorizer::complete_authorization`].
+/// A pending sign-in: send the admin's browser to [`AuthorizationRequest::url`], then give this
+/// request and the redirect back to
+/// [`AuthorizationCodeAuthorizer::complete_authorization`](crate::AuthorizationCodeAuthorizer::complete_authorization).
 ///
-/// It holds the PKCE verifier, so it is used once and cannot be cloned; keep it (in memory, for
-/// about 10 minutes) until the redirect arrives.
+/// A serde value the host may store anywhere until the redirect arrives (a session, a
+/// database, a cookie), so that any replica of the host, or the host after a restart, completes
+/// the sign-in. It holds the PKCE verifier, a secret: store it encrypted, and delete it once
+/// used. Its `Debug` shows neither the verifier nor the `state`. It expires
+/// [`DEFAULT_SIGN_IN_LIFETIME`] after it was created (configurable on the authorizer). It is
+/// not `Clone`: it is used once. No OpenID Connect `nonce` is used, as no ID token is
+/// requested.
+#[derive(Serialize, Deserialize)]
 pub struct AuthorizationRequest {
     url: Url,
     state: String,
+    #[serde(rename = "code_verifier")]
     verifier: PkceVerifier,
     instance: InstanceUrl,
+    client_id: String,
     redirect_uri: Url,
     scopes: Vec<String>,
+    created_at: DateTime<Utc>,
 }
 
 impl AuthorizationRequest {
-    /// Builds the authorize URL with a fresh `state` and PKCE challenge.
+    /// Builds the authorize URL with a fresh `state` and PKCE challenge, created at `now`.
     pub(crate) fn build(
         authorize_endpoint: &Url,
         client_id: &str,
@@ -101,6 +122,7 @@ impl AuthorizationRequest {
         instance: &InstanceUrl,
         confidential: bool,
         options: &AuthorizeOptions,
+        now: DateTime<Utc>,
     ) -> Result<Self> {
         let state = random_urlsafe(16)?;
         let verifier = PkceVerifier::generate()?;
@@ -134,8 +156,10 @@ impl AuthorizationRequest {
             state,
             verifier,
             instance: instance.clone(),
+            client_id: client_id.to_owned(),
             redirect_uri: redirect_uri.clone(),
             scopes,
+            created_at: now,
         })
     }
 
@@ -152,6 +176,38 @@ impl AuthorizationRequest {
     /// The instance the sign-in is for.
     pub fn instance(&self) -> &InstanceUrl {
         &self.instance
+    }
+
+    /// The application (client) id the sign-in is for.
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    /// When the sign-in was started.
+    pub fn created_at(&self) -> DateTime<Utc> {
+        self.created_at
+    }
+
+    /// Refuses the sign-in when it was started more than `lifetime` before `now` (or
+    /// implausibly far after it).
+    pub(crate) fn ensure_current(&self, now: DateTime<Utc>, lifetime: Duration) -> Result<()> {
+        let age = now.signed_duration_since(self.created_at);
+        let too_old = age.to_std().is_ok_and(|age| age > lifetime);
+        let from_the_future = (-age).to_std().is_ok_and(|ahead| ahead > CLOCK_SKEW);
+        if too_old {
+            return Err(Error::auth(format!(
+                "this sign-in was started at {} and expired after {} minutes; start the sign-in again",
+                self.created_at.format("%Y-%m-%d %H:%M:%S UTC"),
+                lifetime.as_secs() / 60
+            )));
+        }
+        if from_the_future {
+            return Err(Error::auth(format!(
+                "this sign-in claims to have been started at {}, which is in the future; check the clocks of the host's replicas and start the sign-in again",
+                self.created_at.format("%Y-%m-%d %H:%M:%S UTC")
+            )));
+        }
+        Ok(())
     }
 
     pub(crate) fn verifier(&self) -> &PkceVerifier {
@@ -197,7 +253,12 @@ impl AuthorizationRequest {
                 error_codes: Vec::new(),
                 trace_id: get("trace_id").map(str::to_owned),
             };
-            return Err(guidance(Grant::AuthorizationCode, None, &oauth));
+            return Err(guidance(
+                Grant::AuthorizationCode,
+                CredentialKind::None,
+                None,
+                &oauth,
+            ));
         }
         match get("code") {
             Some(code) if !code.is_empty() => Ok(AuthorizationCode::new(code)),
@@ -241,9 +302,11 @@ impl fmt::Debug for AuthorizationRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AuthorizationRequest")
             .field("instance", &self.instance)
+            .field("client_id", &self.client_id)
             .field("redirect_uri", &self.redirect_uri.as_str())
             .field("scopes", &self.scopes)
             .field("verifier", &self.verifier)
+            .field("created_at", &self.created_at)
             .finish_non_exhaustive()
     }
 }

@@ -1,10 +1,13 @@
 //! The Entra ID side of a connection: the tenant and the app registration.
 
+use super::certificate::ClientCertificate;
+use super::credential::ClientCredential;
 use crate::connection::is_loopback;
 use crate::error::{Error, Result};
 use crate::secret::ClientSecret;
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::path::PathBuf;
 use url::Url;
 
 /// A validated Entra ID tenant: a GUID, a verified domain (`contoso.onmicrosoft.com`),
@@ -115,15 +118,15 @@ impl ResourceScope {
 }
 
 /// An Entra ID app registration used to authorize connections: the tenant, the application
-/// (client) id, the client secret of a confidential client, and the redirect URI of the
-/// authorization code flow.
+/// (client) id, the credential of a confidential client (a client secret, a certificate or a
+/// federated token), and the redirect URI of the authorization code flow.
 ///
 /// Build one with [`EntraApp::builder`].
 #[derive(Clone)]
 pub struct EntraApp {
     tenant: TenantId,
     client_id: String,
-    client_secret: Option<ClientSecret>,
+    credential: Option<ClientCredential>,
     redirect_uri: Option<Url>,
 }
 
@@ -133,7 +136,7 @@ impl EntraApp {
         EntraAppBuilder {
             tenant: tenant.into(),
             client_id: client_id.into(),
-            client_secret: None,
+            credential: None,
             redirect_uri: None,
         }
     }
@@ -148,9 +151,17 @@ impl EntraApp {
         &self.client_id
     }
 
-    /// The client secret, for a confidential client.
+    /// The client secret, when that is the app's credential.
     pub fn client_secret(&self) -> Option<&ClientSecret> {
-        self.client_secret.as_ref()
+        match &self.credential {
+            Some(ClientCredential::Secret(secret)) => Some(secret),
+            _ => None,
+        }
+    }
+
+    /// How the app proves its identity to Entra ID, for a confidential client.
+    pub fn credential(&self) -> Option<&ClientCredential> {
+        self.credential.as_ref()
     }
 
     /// The redirect URI registered for the authorization code flow.
@@ -158,9 +169,9 @@ impl EntraApp {
         self.redirect_uri.as_ref()
     }
 
-    /// Whether the app authenticates itself with a client secret.
+    /// Whether the app proves its identity (a confidential client).
     pub fn is_confidential(&self) -> bool {
-        self.client_secret.is_some()
+        self.credential.is_some()
     }
 }
 
@@ -169,7 +180,7 @@ impl fmt::Debug for EntraApp {
         f.debug_struct("EntraApp")
             .field("tenant", &self.tenant)
             .field("client_id", &self.client_id)
-            .field("client_secret", &self.client_secret)
+            .field("credential", &self.credential)
             .field("redirect_uri", &self.redirect_uri.as_ref().map(Url::as_str))
             .finish_non_exhaustive()
     }
@@ -180,7 +191,7 @@ impl fmt::Debug for EntraApp {
 pub struct EntraAppBuilder {
     tenant: String,
     client_id: String,
-    client_secret: Option<ClientSecret>,
+    credential: Option<ClientCredential>,
     redirect_uri: Option<String>,
 }
 
@@ -189,17 +200,34 @@ impl fmt::Debug for EntraAppBuilder {
         f.debug_struct("EntraAppBuilder")
             .field("tenant", &self.tenant)
             .field("client_id", &self.client_id)
-            .field("client_secret", &self.client_secret)
+            .field("credential", &self.credential)
             .field("redirect_uri", &self.redirect_uri)
             .finish_non_exhaustive()
     }
 }
 
 impl EntraAppBuilder {
-    /// Makes the app a confidential client that proves itself with `secret`. Required for client
-    /// credentials; optional for the authorization code flow. Default: none (a public client).
+    /// Makes the app a confidential client that proves itself with `secret`. Client
+    /// credentials need this, a certificate or a federated token; optional for the
+    /// authorization code flow. Default: none (a public client). Replaces another credential.
     pub fn with_client_secret(mut self, secret: ClientSecret) -> Self {
-        self.client_secret = Some(secret);
+        self.credential = Some(ClientCredential::Secret(secret));
+        self
+    }
+
+    /// Makes the app a confidential client that proves itself with a client assertion signed
+    /// with `certificate` (Microsoft's recommendation over secrets). Replaces another credential.
+    pub fn with_client_certificate(mut self, certificate: ClientCertificate) -> Self {
+        self.credential = Some(ClientCredential::Certificate(certificate));
+        self
+    }
+
+    /// Makes the app a confidential client that proves itself with the federated token in the
+    /// file at `path` (read again for every token request, as the platform rotates it), such
+    /// as Kubernetes workload identity's `AZURE_FEDERATED_TOKEN_FILE`; see
+    /// [`WorkloadIdentity`](crate::WorkloadIdentity). Replaces another credential.
+    pub fn with_federated_token_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.credential = Some(ClientCredential::FederatedTokenFile(path.into()));
         self
     }
 
@@ -221,14 +249,8 @@ impl EntraAppBuilder {
                 self.client_id.trim()
             )));
         }
-        if self
-            .client_secret
-            .as_ref()
-            .is_some_and(|s| s.secret().trim().is_empty())
-        {
-            return Err(Error::config(
-                "the client secret is empty; give the secret's value (not its id) from the app registration, or none for a public client",
-            ));
+        if let Some(credential) = &self.credential {
+            credential.validate()?;
         }
         let redirect_uri = self
             .redirect_uri
@@ -238,7 +260,7 @@ impl EntraAppBuilder {
         Ok(EntraApp {
             tenant,
             client_id,
-            client_secret: self.client_secret,
+            credential: self.credential,
             redirect_uri,
         })
     }

@@ -1,8 +1,14 @@
 //! The Entra ID v2.0 token endpoint: requests, responses, and errors turned into guidance.
 
+use super::cache::later;
 use super::config::TenantId;
+use super::scrub::Scrubber;
+use super::token::TokenSet;
+use crate::connection::InstanceUrl;
 use crate::error::{Error, ErrorKind, Result};
+use crate::secret::{AccessToken, RefreshToken};
 use crate::transport::{HttpResponse, Transport, classify, retry_after};
+use chrono::{DateTime, Utc};
 use reqwest::StatusCode;
 use reqwest::header;
 use serde::Deserialize;
@@ -35,11 +41,25 @@ pub(crate) fn endpoint_url(authority: &Url, tenant: &TenantId, endpoint: &str) -
         .map_err(|e| Error::config(format!("the Entra ID {endpoint} URL cannot be built ({e})")))
 }
 
+/// What a token request proves the app's identity with; it decides what `invalid_client` means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CredentialKind {
+    /// A public client: nothing but the client id.
+    None,
+    /// A client secret.
+    Secret,
+    /// A client assertion signed with the app's certificate.
+    Certificate,
+    /// A federated token (workload identity) as the client assertion.
+    FederatedToken,
+}
+
 /// The form fields of one token request. Secret fields are remembered so that nothing the
 /// server echoes back can carry them into an error.
 pub(crate) struct TokenForm {
     fields: Vec<(&'static str, String)>,
-    secrets: Vec<String>,
+    secrets: Scrubber,
+    credential: CredentialKind,
 }
 
 impl TokenForm {
@@ -49,7 +69,8 @@ impl TokenForm {
                 ("grant_type", grant.as_str().to_owned()),
                 ("client_id", client_id.to_owned()),
             ],
-            secrets: Vec::new(),
+            secrets: Scrubber::default(),
+            credential: CredentialKind::None,
         }
     }
 
@@ -59,8 +80,14 @@ impl TokenForm {
     }
 
     pub(crate) fn secret(mut self, name: &'static str, value: &str) -> Self {
-        self.secrets.push(value.to_owned());
+        self.secrets.add(value);
         self.fields.push((name, value.to_owned()));
+        self
+    }
+
+    /// Records what proves the app's identity in this request.
+    pub(crate) fn with_credential(mut self, credential: CredentialKind) -> Self {
+        self.credential = credential;
         self
     }
 
@@ -70,14 +97,10 @@ impl TokenForm {
             .finish()
     }
 
-    /// `text` with every secret of this form replaced by `[redacted]`.
+    /// `text` with every secret of this form (raw, URL-encoded or JSON-escaped) replaced by
+    /// `[redacted]`.
     fn scrub(&self, text: &str) -> String {
-        self.secrets
-            .iter()
-            .filter(|s| s.len() >= 4)
-            .fold(text.to_owned(), |acc, s| {
-                acc.replace(s.as_str(), "[redacted]")
-            })
+        self.secrets.scrub(text)
     }
 }
 
@@ -87,6 +110,33 @@ pub(crate) struct TokenResponse {
     pub refresh_token: Option<String>,
     pub expires_in: Duration,
     pub scopes: Vec<String>,
+}
+
+impl TokenResponse {
+    /// The token set for `instance` of a response received at `now`: the scopes granted as
+    /// reported, else as `requested`.
+    pub(crate) fn into_token_set(
+        self,
+        instance: &InstanceUrl,
+        requested: &[String],
+        now: DateTime<Utc>,
+    ) -> TokenSet {
+        let scopes = if self.scopes.is_empty() {
+            requested.to_vec()
+        } else {
+            self.scopes
+        };
+        let mut tokens = TokenSet::new(
+            instance.clone(),
+            AccessToken::new(self.access_token),
+            later(now, self.expires_in),
+        )
+        .with_scopes(scopes);
+        if let Some(refresh) = self.refresh_token {
+            tokens = tokens.with_refresh_token(RefreshToken::new(refresh));
+        }
+        tokens
+    }
 }
 
 /// Sends token requests to one token endpoint through the transport (no redirects, the
@@ -111,27 +161,35 @@ impl TokenEndpoint {
         Self { transport, url }
     }
 
-    /// Sends `form` and returns the tokens, or an error that says what to do.
-    pub(crate) async fn request(&self, grant: Grant, form: TokenForm) -> Result<TokenResponse> {
-        let body = form.encode();
+    /// Sends the form `make_form` builds and returns the tokens, or an error that says what to
+    /// do. The form is built again for every attempt, so a retried request carries a fresh
+    /// client assertion (and a federated token file read again).
+    pub(crate) async fn request(
+        &self,
+        grant: Grant,
+        make_form: impl Fn() -> Result<TokenForm>,
+    ) -> Result<TokenResponse> {
         self.transport
-            .retrying(|| self.request_once(grant, &form, body.clone()))
+            .retrying(|| async {
+                let form = make_form()?;
+                self.request_once(grant, &form).await
+            })
             .await
     }
 
-    async fn request_once(
-        &self,
-        grant: Grant,
-        form: &TokenForm,
-        body: String,
-    ) -> Result<TokenResponse> {
+    /// The token endpoint's URL (the `aud` of a client assertion).
+    pub(crate) fn url(&self) -> &Url {
+        &self.url
+    }
+
+    async fn request_once(&self, grant: Grant, form: &TokenForm) -> Result<TokenResponse> {
         let request = self
             .transport
             .http()
             .post(self.url.clone())
             .header(header::ACCEPT, "application/json")
             .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .body(body);
+            .body(form.encode());
         let response = self
             .transport
             .send(request)
@@ -198,7 +256,7 @@ fn parse_success(body: &[u8]) -> Result<TokenResponse> {
 }
 
 /// Seconds from a JSON number or a string holding one (`3599`, `"3599"`, `3599.0`).
-fn seconds(value: &serde_json::Value) -> Option<Duration> {
+pub(crate) fn seconds(value: &serde_json::Value) -> Option<Duration> {
     match value {
         serde_json::Value::Number(n) => n
             .as_u64()
@@ -266,7 +324,7 @@ fn error_from_response(grant: Grant, response: &HttpResponse, form: &TokenForm) 
                 error_description: oauth.error_description.map(|d| form.scrub(&d)),
                 ..oauth
             };
-            guidance(grant, Some(status), &oauth)
+            guidance(grant, form.credential, Some(status), &oauth)
         }
         None => without_oauth_error(verdict.kind, status),
     };
@@ -301,7 +359,12 @@ fn without_oauth_error(kind: ErrorKind, status: StatusCode) -> Error {
 
 /// Turns an Entra OAuth error into an [`Error`] whose message says what to do. The
 /// description (already free of secrets) and `trace_id` are kept for support.
-pub(crate) fn guidance(grant: Grant, status: Option<StatusCode>, oauth: &OAuthError) -> Error {
+pub(crate) fn guidance(
+    grant: Grant,
+    credential: CredentialKind,
+    status: Option<StatusCode>,
+    oauth: &OAuthError,
+) -> Error {
     let aadsts = oauth.aadsts();
     let code = match aadsts {
         Some(n) => format!("{}, AADSTS{n}", oauth.error),
@@ -353,6 +416,28 @@ pub(crate) fn guidance(grant: Grant, status: Option<StatusCode>, oauth: &OAuthEr
                 "the app registration is a confidential client and needs a client secret ({code}); give the connection the client secret, or allow public client flows on the app"
             ),
         ),
+        (_, Some(7000216)) => (
+            Config,
+            format!(
+                "the app registration needs a credential for this request ({code}); give the connection a client secret, a client certificate or a federated token"
+            ),
+        ),
+        (_, Some(700027)) | ("invalid_client", _) if credential == CredentialKind::Certificate => (
+            Auth,
+            format!(
+                "Entra ID rejected the client certificate ({code}); check that this certificate is uploaded to the app registration (Certificates & secrets), has not expired, and that the client id and tenant are the app's"
+            ),
+        ),
+        (_, Some(70021 | 700211 | 700212 | 700213 | 700024)) | ("invalid_client", _)
+            if credential == CredentialKind::FederatedToken =>
+        {
+            (
+                Auth,
+                format!(
+                    "Entra ID rejected the federated token ({code}); check that the app registration has a federated credential whose issuer and subject match this workload's service account token (audience api://AzureADTokenExchange), and that the token file is the one the platform keeps fresh"
+                ),
+            )
+        }
         ("invalid_client", _) => (
             Auth,
             format!(

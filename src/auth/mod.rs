@@ -1,17 +1,34 @@
-//! Authorization: the [`Authorizer`] seam that hands out bearer tokens, and the Entra ID
-//! (OAuth 2.0) authorizer behind it.
+//! Authorization: the [`Authorizer`] seam that hands out bearer tokens, and one authorizer per
+//! way of getting them from Microsoft Entra ID, all sharing one token cache:
+//! [`AuthorizationCodeAuthorizer`] (a user signs in), [`ClientCredentialsAuthorizer`] (the app
+//! signs in with a secret, a certificate or a federated token) and
+//! [`ManagedIdentityAuthorizer`] (an Azure managed identity).
 
+mod authorization_code;
+mod cache;
+mod certificate;
+mod client_credentials;
 mod code_flow;
 mod config;
+mod credential;
 mod entra;
-mod oauth;
+mod managed_identity;
 mod pkce;
+mod scrub;
 mod store;
 mod token;
 
-pub use code_flow::{AuthorizationRequest, AuthorizeOptions, Prompt};
+pub use authorization_code::{AuthorizationCodeAuthorizer, AuthorizationCodeAuthorizerBuilder};
+pub use cache::DEFAULT_REFRESH_MARGIN;
+pub use certificate::ClientCertificate;
+pub use client_credentials::{ClientCredentialsAuthorizer, ClientCredentialsAuthorizerBuilder};
+pub use code_flow::{AuthorizationRequest, AuthorizeOptions, DEFAULT_SIGN_IN_LIFETIME, Prompt};
 pub use config::{EntraApp, EntraAppBuilder, ResourceScope, TenantId};
-pub use oauth::{DEFAULT_REFRESH_MARGIN, OAuthAuthorizer, OAuthAuthorizerBuilder};
+pub use credential::{ClientCredential, WorkloadIdentity};
+pub use managed_identity::{
+    DEFAULT_IMDS_ENDPOINT, ManagedIdentityAuthorizer, ManagedIdentityAuthorizerBuilder,
+    ManagedIdentityEndpoint, ManagedIdentityId,
+};
 pub use store::{MemoryTokenStore, StoreError, TokenStore};
 pub use token::TokenSet;
 

@@ -3,13 +3,23 @@
 use crate::error::{Error, Result};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fmt;
 
 /// A PKCE code verifier: 32 random bytes, base64url encoded (43 characters).
 ///
-/// Used once, so it is deliberately not `Clone`; its `Debug` never prints the value.
+/// Used once, so it is deliberately not `Clone`; its `Debug` never prints the value. It is
+/// serde (a pending sign-in is stored by the host) and checked when read back.
+#[derive(Deserialize)]
+#[serde(try_from = "String")]
 pub(crate) struct PkceVerifier(String);
+
+impl Serialize for PkceVerifier {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
 
 impl PkceVerifier {
     /// A fresh random verifier.
@@ -25,6 +35,25 @@ impl PkceVerifier {
     /// The S256 challenge: `BASE64URL(SHA256(verifier))`.
     pub(crate) fn challenge(&self) -> String {
         URL_SAFE_NO_PAD.encode(Sha256::digest(self.0.as_bytes()))
+    }
+}
+
+impl TryFrom<String> for PkceVerifier {
+    type Error = Error;
+
+    /// Accepts a verifier of RFC 7636's form: 43 to 128 characters of `A-Z a-z 0-9 - . _ ~`.
+    fn try_from(value: String) -> Result<Self> {
+        let valid = (43..=128).contains(&value.len())
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'));
+        if valid {
+            Ok(Self(value))
+        } else {
+            Err(Error::config(
+                "the stored sign-in's PKCE verifier is malformed; start the sign-in again",
+            ))
+        }
     }
 }
 

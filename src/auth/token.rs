@@ -10,7 +10,7 @@ use std::fmt;
 /// The tokens of one authorized connection, bound to the instance they were issued for.
 ///
 /// A serde type: store it as JSON (it holds secrets, so store it like a password) and give it
-/// back with [`crate::OAuthAuthorizerBuilder::with_token_set`] or through a
+/// back with [`crate::AuthorizationCodeAuthorizerBuilder::with_token_set`] or through a
 /// [`crate::TokenStore`]. A token set is refused by a connection to any other instance.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenSet {

@@ -77,7 +77,7 @@ impl Shape {
             max_page_size: Some(1),
             ..Prefer::default()
         };
-        let response = self.client.get(&url, &prefer).await?;
+        let response = self.client.get(url.as_str(), &prefer).await?;
         #[derive(serde::Deserialize)]
         struct Rows {
             value: Vec<BTreeMap<String, serde_json::Value>>,
@@ -139,7 +139,7 @@ impl Shape {
             bounds.filter(primary),
             &format!("{primary} asc"),
         )?;
-        let response = self.client.get(&url, &self.prefer).await?;
+        let response = self.client.get(url.as_str(), &self.prefer).await?;
         let decoded = self.decoder.decode_page(&response.body).map_err(|e| {
             Error::decode(format!(
                 "a page of `{}` could not be decoded: {e}",
