@@ -1270,3 +1270,37 @@ async fn execution_time_limit_refuses_what_would_exceed_the_budget_with_429() {
     crm.clear_requests();
     assert_eq!(crm.throttled_requests(), ThrottleCounts::default());
 }
+
+#[tokio::test]
+async fn retrieve_total_record_count_counts_each_table_and_refuses_an_unknown_one() {
+    let crm = StandIn::with_sample_data().await;
+    let token = token(&crm).await;
+    let base = crm.web_api_url();
+
+    let counts = get_json(
+        &crm,
+        &token,
+        &format!(
+            "{base}RetrieveTotalRecordCount(EntityNames=@p)?@p=%5B%27account%27,%27contact%27%5D"
+        ),
+        &[],
+    )
+    .await;
+
+    let collection = &counts["EntityRecordCountCollection"];
+    assert_eq!(collection["Keys"], json!(["account", "contact"]));
+    assert_eq!(
+        collection["Values"],
+        json!([crm.rows("account").len(), crm.rows("contact").len()])
+    );
+    let unknown = get(
+        &crm,
+        &token,
+        &format!("{base}RetrieveTotalRecordCount(EntityNames=@p)?@p=%5B%27acount%27%5D"),
+        &[],
+    )
+    .await;
+    assert_eq!(unknown.status(), 400);
+    let body: Value = unknown.json().await.unwrap();
+    assert_eq!(error_code(&body), "0x80040217");
+}

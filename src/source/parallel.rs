@@ -118,6 +118,30 @@ impl Shape {
         }
     }
 
+    /// The table's row count from `RetrieveTotalRecordCount` (a snapshot up to a day old), or
+    /// `None` when Dataverse gives none. Only a hint for dividing the read: a failure here
+    /// surfaces again on the read's own requests.
+    async fn table_count(&self) -> Option<u64> {
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct Counts {
+            entity_record_count_collection: Collection,
+        }
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct Collection {
+            values: Vec<u64>,
+        }
+        let table = self.decoder.metadata().logical_name();
+        let path = format!("RetrieveTotalRecordCount(EntityNames=@p)?@p=%5B%27{table}%27%5D");
+        let counts: Counts = self.client.get_json(&path).await.ok()?;
+        counts
+            .entity_record_count_collection
+            .values
+            .first()
+            .copied()
+    }
+
     /// The latest `modifiedon` before the read begins.
     async fn latest_modified_on(&self) -> Result<Option<DateTime<Utc>>> {
         let text = self
@@ -296,12 +320,31 @@ impl PartitionedRead {
         // After the first answers, the client knows the server's x-ms-dop-hint.
         read.slots = parallelism.slots(read.shape.client.concurrency_limit());
         read.division = if fresh && read.slots > 1 {
-            Division::AfterFirstPage
+            read.divide_by_count().await?
         } else {
             read.span = read.shape.id_range(Bounds::WHOLE).await?;
             Division::Done
         };
         Ok(read)
+    }
+
+    /// Divides a fresh read at once when the table's count says it holds more than two pages;
+    /// otherwise (a small table, or no count) its first page is read alone first.
+    async fn divide_by_count(&mut self) -> Result<Division> {
+        let page = u64::from(
+            self.shape
+                .prefer
+                .max_page_size
+                .unwrap_or(super::MAX_PAGE_SIZE),
+        );
+        match self.shape.table_count().await {
+            Some(rows) if rows > 2 * page => {
+                let pages = usize::try_from(rows.div_ceil(page)).unwrap_or(usize::MAX);
+                self.divide(self.slots.min(pages)).await?;
+                Ok(Division::Done)
+            }
+            _ => Ok(Division::AfterFirstPage),
+        }
     }
 
     /// Divides the one range left after a fresh read's first page (which alone reads a small

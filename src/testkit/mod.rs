@@ -668,6 +668,9 @@ fn resource(
     if rest.starts_with("EntityDefinitions") {
         return metadata::get(state, rest, &request.url).map(|reply| (reply, None));
     }
+    if rest == "RetrieveTotalRecordCount(EntityNames=@p)" {
+        return record_counts(state, &request.url).map(|reply| (reply, None));
+    }
     let prefer: Vec<String> = request
         .headers
         .get_all("prefer")
@@ -676,6 +679,39 @@ fn resource(
         .collect();
     let (reply, page) = odata::get(state, rest, &request.url, &odata::Prefs::parse(&prefer))?;
     Ok((reply, Some(page)))
+}
+
+/// `RetrieveTotalRecordCount(EntityNames=@p)?@p=['account',...]`: the tables' row counts
+/// (Dataverse's are a snapshot up to a day old; the stand-in's are current).
+fn record_counts(state: &State, url: &url::Url) -> Result<Reply, ApiError> {
+    let names = url
+        .query_pairs()
+        .find(|(key, _)| key == "@p")
+        .map(|(_, value)| value.into_owned())
+        .unwrap_or_default();
+    let names: Vec<String> = names
+        .trim_matches(|c| c == '[' || c == ']')
+        .split(',')
+        .map(|name| name.trim().trim_matches('\'').to_owned())
+        .filter(|name| !name.is_empty())
+        .collect();
+    let mut values = Vec::new();
+    for name in &names {
+        let table = state.table(name).ok_or_else(|| {
+            ApiError::bad_request(
+                "0x80040217",
+                format!("The entity with a name = '{name}' was not found in the MetadataCache."),
+            )
+        })?;
+        values.push(table.rows.len());
+    }
+    let body = serde_json::json!({
+        "@odata.context": format!("{}$metadata#Microsoft.Dynamics.CRM.RetrieveTotalRecordCountResponse", odata::api_base(state)),
+        "EntityRecordCountCollection": {
+            "Count": names.len(), "IsReadOnly": false, "Keys": names, "Values": values
+        }
+    });
+    Ok(Reply::ok(body.to_string()))
 }
 
 /// The user a token was issued to, read back from its claims.
