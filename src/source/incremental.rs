@@ -5,7 +5,6 @@ use super::MODIFIED_ON;
 use super::checkpoint::{CHECKPOINT_VERSION, Checkpoint, Position, ReadMode, Watermark};
 use super::decode::RecordDecoder;
 use super::page::{Page, RecordChange};
-use super::parallel::Shape;
 use crate::client::{DataverseClient, Prefer};
 use crate::error::{Error, ErrorKind, Result};
 use crate::metadata::EntityMetadata;
@@ -71,20 +70,10 @@ impl Reader {
         }
     }
 
-    /// What a partitioned read of the same table, columns and filter shares: the reader's
-    /// client, decoder and preferences (without change tracking), and `$select`.
-    pub fn into_shape(self, select: String) -> Shape {
-        Shape {
-            client: self.client,
-            decoder: self.decoder,
-            prefer: Prefer {
-                track_changes: false,
-                ..self.prefer
-            },
-            select,
-            filter: self.base.filter.clone(),
-            base: self.base,
-        }
+    /// The reader's client, decoder, preferences and checkpoint fields, for a partitioned
+    /// read of the same table, columns and filter.
+    pub fn into_parts(self) -> (DataverseClient, RecordDecoder, Prefer, Checkpoint) {
+        (self.client, self.decoder, self.prefer, self.base)
     }
 
     pub fn base(&self) -> &Checkpoint {

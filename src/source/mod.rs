@@ -373,8 +373,20 @@ impl EntitySource {
             Some(_) => false,
         };
         if partitioned {
+            let (client, decoder, prefer, base) = reader.into_parts();
+            let shape = parallel::Shape {
+                client,
+                decoder,
+                prefer: Prefer {
+                    track_changes: false,
+                    ..prefer
+                },
+                select: select.join(","),
+                filter: base.filter.clone(),
+                base,
+            };
             return Ok(Plan::Partitioned(
-                Box::new(reader.into_shape(select.join(","))),
+                Box::new(shape),
                 self.parallelism,
                 match position {
                     Some(Position::Partitioned(progress)) => Some(progress),
