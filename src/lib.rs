@@ -3,6 +3,7 @@
 #![deny(missing_debug_implementations)]
 
 mod auth;
+mod checkpoint_store;
 mod client;
 mod connection;
 mod error;
@@ -26,6 +27,7 @@ pub use auth::{
     ResourceScope, StaticTokenAuthorizer, StoreError, TenantId, TokenSet, TokenStore, WhoAmI,
     who_am_i,
 };
+pub use checkpoint_store::{CheckpointStore, FileCheckpointStore};
 pub use client::DataverseClient;
 
 pub use connection::{
@@ -50,12 +52,19 @@ pub use metadata::{
 };
 pub use retry::{Clock, RetryPolicy, SystemClock, VirtualClock};
 pub use secret::{AccessToken, AuthorizationCode, ClientSecret, RefreshToken};
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use sink::SqlSink;
 pub use sink::{
-    JsonLinesSink, KeySet, MemorySink, Operation, RecordSink, WriteFailure, WriteResult,
+    BatchCheckpoint, JsonLinesSink, KeySet, MemorySink, Operation, RecordSink, WriteFailure,
+    WriteResult,
 };
 pub use source::{
     Checkpoint, DEFAULT_PAGE_SIZE, EntitySource, MAX_PAGE_SIZE, Page, ReadMode, RecordChange,
     RecordDecoder,
 };
+#[cfg(feature = "postgres")]
+pub use sqlx::PgPool;
+#[cfg(feature = "sqlite")]
+pub use sqlx::SqlitePool;
 pub use url::Url;
 pub use value::{Field, Number, Record, Value};
