@@ -281,7 +281,7 @@ fn cell(column: &Column, value: &TargetValue, text_holds_nul: bool) -> Result<Ce
         (TargetFieldType::DateTime, TargetValue::DateTime(instant)) => Cell::DateTime(*instant),
         (_, other) => {
             return Err(format!(
-                "`{}` is a {field_type} field, but the record gives it {}",
+                "the {field_type} field `{}` cannot hold {}",
                 column.name,
                 serde_json::to_string(other).unwrap_or_default()
             ));
