@@ -98,3 +98,24 @@ impl CheckpointStore for FileCheckpointStore {
             .map_err(|e| self.error("cannot be written", e))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_missing_file_holds_no_checkpoint_and_a_broken_one_says_what_to_do() {
+        let path = std::env::temp_dir().join(format!("d365-store-{}.json", std::process::id()));
+        let _ = fs::remove_file(&path);
+        let store = FileCheckpointStore::new(&path);
+        assert!(store.load("Contacts").await.unwrap().is_none());
+
+        fs::write(&path, "{ \"Contacts\": 42 }").unwrap();
+        let error = store.load("Contacts").await.unwrap_err();
+
+        assert_eq!(error.kind(), ErrorKind::Config);
+        assert!(error.to_string().contains(&path.display().to_string()), "{error}");
+        assert!(error.to_string().contains("delete it"), "{error}");
+        fs::remove_file(&path).unwrap();
+    }
+}
