@@ -7,16 +7,28 @@
 //! It starts the stand-in with sample users, accounts and contacts, creates and authorizes a
 //! connection (an application user, client credentials), runs the out-of-the-box user job, then
 //! a chain of two jobs: Account to Company, and Contact to Person, which maps the Customer field
-//! `parentcustomerid` by its id. Each report is printed; the exit code is 0 when every job
-//! succeeded.
+//! `parentcustomerid` by its id. Everything goes into the SQLite file `target/quickstart.db`
+//! (tables `User`, `Company`, `Person`, and the checkpoints in `d365_checkpoints`). Then it
+//! changes the stand-in (an update, a delete, a new contact) and runs the chain again, which
+//! writes only those changes. Rows read back with SQL are printed before and after; the exit
+//! code is 0 when every job succeeded.
 
 use d365_connector::testkit::StandIn;
 use d365_connector::{
-    ChainOptions, ChainOutcome, ClientSecret, Connection, DataverseClient, EntraApp, JobChain,
-    MemorySink, OAuthAuthorizer, RunOptions, SyncJob, SyncStatus, who_am_i,
+    ChainOptions, ChainOutcome, CheckpointStore, ClientSecret, Connection, DataverseClient,
+    EntraApp, JobChain, OAuthAuthorizer, RunOptions, SqlSink, SyncJob, SyncStatus, who_am_i,
 };
+use serde_json::json;
+use sqlx::{Row, SqlitePool};
 use std::process::ExitCode;
 use std::sync::Arc;
+
+/// The SQLite file the quickstart writes (made anew on every run).
+const DATABASE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/target/quickstart.db");
+
+/// A few companies and people, read back with SQL.
+const COMPANIES: &str = "SELECT \"Name\", \"Revenue\", \"City\" FROM \"Company\" WHERE \"Name\" IN ('Contoso Ltd', 'Fabrikam, Inc.') ORDER BY \"Name\"";
+const PEOPLE: &str = "SELECT \"FirstName\" || ' ' || \"LastName\", \"Email\", \"CompanyId\" FROM \"Person\" ORDER BY \"LastName\" LIMIT 4";
 
 /// Account to Company, upserting by the Dynamics account id.
 const ACCOUNTS_TO_COMPANY: &str = r#"{
@@ -84,8 +96,10 @@ async fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
         me.user_id, me.organization_id
     );
 
-    // 3. The out-of-the-box job: Dynamics users into the User object.
-    let sink = MemorySink::new();
+    // 3. The out-of-the-box job: Dynamics users into the User table of a SQLite file.
+    let _ = std::fs::remove_file(DATABASE);
+    let url = format!("sqlite://{DATABASE}");
+    let sink = SqlSink::connect(&url).await?;
     let users = SyncJob::user_sync(&connection);
     let report = users.run(&client, &sink, RunOptions::default()).await?;
     println!("{report}\n");
@@ -96,8 +110,62 @@ async fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
         SyncJob::from_json(ACCOUNTS_TO_COMPANY)?,
         SyncJob::from_json(CONTACTS_TO_PERSON)?,
     ])?;
-    let chain_report = chain.run(&client, &sink, &ChainOptions::default()).await;
-    for outcome in &chain_report.outcomes {
+    all_succeeded &= run_chain(&chain, &client, &sink).await?;
+    let database = SqlitePool::connect(&url).await?;
+    print_rows(&database, "Company", COMPANIES).await?;
+    print_rows(&database, "Person", PEOPLE).await?;
+
+    // 5. Changes in Dynamics: an account updated, a contact deleted, a contact created.
+    let contoso = crm
+        .rows("account")
+        .into_iter()
+        .find(|row| row["name"] == "Contoso Ltd")
+        .expect("the sample data has Contoso");
+    let contoso_id = contoso["accountid"].as_str().unwrap_or_default().to_owned();
+    crm.upsert(
+        "account",
+        json!({"accountid": contoso_id, "revenue": "5250000.1234", "address1_city": "Bellevue"}),
+    );
+    if let Some(gone) = crm.rows("contact").first() {
+        crm.delete("contact", gone["contactid"].as_str().unwrap_or_default());
+    }
+    crm.upsert(
+        "contact",
+        json!({"firstname": "Nestor", "lastname": "Adams", "emailaddress1": "nestor@contoso.com",
+               "_parentcustomerid_value": contoso_id,
+               "_parentcustomerid_value@Microsoft.Dynamics.CRM.lookuplogicalname": "account"}),
+    );
+    println!(
+        "Changed in Dynamics: Contoso's revenue and city, one contact deleted, Nestor Adams created.\n"
+    );
+
+    // 6. The incremental pass: each job resumes from the checkpoint kept in the database.
+    all_succeeded &= run_chain(&chain, &client, &sink).await?;
+    print_rows(&database, "Company", COMPANIES).await?;
+    print_rows(&database, "Person", PEOPLE).await?;
+    println!("The tables are in {DATABASE}.");
+    Ok(if all_succeeded {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Runs the chain from the checkpoints the sink keeps, prints each report, and says whether
+/// every job succeeded.
+async fn run_chain(
+    chain: &JobChain,
+    client: &DataverseClient,
+    sink: &SqlSink,
+) -> Result<bool, Box<dyn std::error::Error>> {
+    let mut options = ChainOptions::default();
+    for job in chain.jobs() {
+        if let Some(checkpoint) = sink.load(&job.name).await? {
+            options.checkpoints.insert(job.name.clone(), checkpoint);
+        }
+    }
+    let mut all_succeeded = true;
+    for outcome in &chain.run(client, sink, &options).await.outcomes {
         match outcome {
             ChainOutcome::Ran(report) => {
                 all_succeeded &= report.status == SyncStatus::Success;
@@ -109,20 +177,28 @@ async fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
             }
         }
     }
+    Ok(all_succeeded)
+}
 
-    println!("A few of the Person records now in the sink:");
-    for person in sink.records("Person").iter().take(3) {
-        println!("  {}", serde_json::to_string(person)?);
+/// Prints the rows of `sql` (every column text) under `title`.
+async fn print_rows(
+    database: &SqlitePool,
+    title: &str,
+    sql: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let count: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM \"{title}\""))
+        .fetch_one(database)
+        .await?;
+    println!("{title}: {count} rows; {sql}");
+    for row in sqlx::query(sql).fetch_all(database).await? {
+        let cells: Vec<String> = (0..row.len())
+            .map(|i| {
+                row.get::<Option<String>, _>(i)
+                    .unwrap_or_else(|| "NULL".to_owned())
+            })
+            .collect();
+        println!("  {}", cells.join(" | "));
     }
-    println!(
-        "\nIn the sink: {} users, {} companies, {} people.",
-        sink.records("User").len(),
-        sink.records("Company").len(),
-        sink.records("Person").len()
-    );
-    Ok(if all_succeeded {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    println!();
+    Ok(())
 }

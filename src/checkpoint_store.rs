@@ -114,7 +114,10 @@ mod tests {
         let error = store.load("Contacts").await.unwrap_err();
 
         assert_eq!(error.kind(), ErrorKind::Config);
-        assert!(error.to_string().contains(&path.display().to_string()), "{error}");
+        assert!(
+            error.to_string().contains(&path.display().to_string()),
+            "{error}"
+        );
         assert!(error.to_string().contains("delete it"), "{error}");
         fs::remove_file(&path).unwrap();
     }
