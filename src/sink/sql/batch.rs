@@ -53,18 +53,11 @@ pub(super) enum StepKind {
 pub(super) struct Step {
     /// What the step does.
     pub kind: StepKind,
-    /// The rows, each with every column (or the identifiers only, for deletes).
+    /// The positions in the table's columns of each row's cells: every column, or the
+    /// identifiers only for deletes.
+    pub layout: Vec<usize>,
+    /// The rows.
     pub rows: Vec<Row>,
-}
-
-impl Step {
-    /// The positions in the table's columns of this step's cells.
-    pub fn layout(&self, table: &Table) -> Vec<usize> {
-        match self.kind {
-            StepKind::Delete => table.keys.clone(),
-            _ => (0..table.columns.len()).collect(),
-        }
-    }
 }
 
 /// A batch made ready: the steps to run in order, and the results known before running them.
@@ -94,13 +87,18 @@ pub(super) fn plan(table: &Table, operations: &[Operation], text_holds_nul: bool
             Operation::Delete { key } => (StepKind::Delete, key),
         };
         if plan.steps.last().is_none_or(|step| step.kind != kind) {
+            let layout = match kind {
+                StepKind::Delete => table.keys.clone(),
+                _ => (0..table.columns.len()).collect(),
+            };
             plan.steps.push(Step {
                 kind,
+                layout,
                 rows: Vec::new(),
             });
         }
         let step = plan.steps.last_mut().expect("a step was just pushed");
-        match cells(table, &step.layout(table), record, text_holds_nul) {
+        match cells(table, &step.layout, record, text_holds_nul) {
             Ok(cells) => step.rows.push(Row { ordinal, cells }),
             Err(failure) => plan.results[ordinal] = Some(Err(failure)),
         }
@@ -129,12 +127,11 @@ fn resolve_repeated_keys(
     if table.keys.is_empty() {
         return;
     }
-    let layout = step.layout(table);
     let key_positions: Vec<usize> = table
         .keys
         .iter()
         .map(|k| {
-            layout
+            step.layout
                 .iter()
                 .position(|c| c == k)
                 .expect("keys are in every layout")

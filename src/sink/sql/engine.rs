@@ -198,12 +198,12 @@ where
     for<'a> B::Arguments<'a>: IntoArguments<'a, B>,
     for<'r> (i64,): FromRow<'r, B::Row>,
 {
-    let layout = step.layout(table);
-    let chunk_rows = B::max_rows(layout.len() + 1);
+    let chunk_rows = B::max_rows(step.layout.len() + 1);
     if matches!(step.kind, StepKind::Insert | StepKind::Update) && !table.keys.is_empty() {
         let mut found = HashSet::new();
         for chunk in step.rows.chunks(chunk_rows) {
-            let (sql, arguments) = statement::existing::<B>(table, &layout, chunk).into_parts()?;
+            let (sql, arguments) =
+                statement::existing::<B>(table, &step.layout, chunk).into_parts()?;
             found.extend(fetch_ordinals(connection, &sql, arguments).await?);
         }
         step.rows.retain(|row| {
