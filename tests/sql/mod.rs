@@ -405,7 +405,6 @@ pub(crate) async fn a_killed_run_resumes_without_repeating_or_missing_a_batch(
         report = job.run(&client, &killed, RunOptions::default()) => panic!("the run was not killed: {report:?}"),
         () = killed.killed.notified() => {}
     }
-    drop(killed);
     drop(sink);
 
     let count = format!("SELECT CAST(COUNT(*) AS TEXT) FROM {}", quote("Ledger"));
