@@ -195,7 +195,11 @@ async fn run_into_lines(
     };
     // The job flushes the sink after every batch (to disk, for a file), so the checkpoint
     // saved afterwards never runs ahead of the records written.
-    let sink = JsonLinesSink::new(out);
+    let destination = match &args.out {
+        Some(path) => path.display().to_string(),
+        None => "standard output".to_owned(),
+    };
+    let sink = JsonLinesSink::new(out).with_destination(destination);
     let options = RunOptions {
         checkpoint,
         ..RunOptions::default()

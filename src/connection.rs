@@ -3,17 +3,10 @@
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::fmt;
-use std::time::Duration;
 use url::{Host, Url};
 
 /// The Dataverse Web API version used unless the connection names another.
 pub const DEFAULT_API_VERSION: &str = "v9.2";
-/// Default time allowed for one whole request, from sending to the last byte of the body.
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
-/// Default time allowed to open a TCP/TLS connection.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Default `User-Agent` header.
-pub const DEFAULT_USER_AGENT: &str = concat!("d365-connector/", env!("CARGO_PKG_VERSION"));
 
 /// The Microsoft cloud an instance lives in; it decides the Entra ID authority.
 #[non_exhaustive]
@@ -195,7 +188,9 @@ impl From<InstanceUrl> for String {
     }
 }
 
-/// A named link to exactly one Dynamics 365 instance, with the settings every request uses.
+/// A named link to exactly one Dynamics 365 instance: what identifies it (its URL, cloud,
+/// authority and Web API version). How requests are sent is set by
+/// [`ClientOptions`](crate::ClientOptions).
 ///
 /// Build one with [`Connection::builder`]. It is a serde type, so a host can store it as JSON;
 /// reading it back runs the same validation as the builder.
@@ -208,9 +203,6 @@ pub struct Connection {
     region: Option<String>,
     authority: Url,
     api_version: String,
-    request_timeout: Duration,
-    connect_timeout: Duration,
-    user_agent: String,
 }
 
 /// The stored (JSON) form of a [`Connection`]: only what the builder takes.
@@ -221,11 +213,26 @@ struct StoredConnection {
     instance: String,
     authority: String,
     api_version: String,
-    #[serde(with = "duration_secs")]
-    request_timeout: Duration,
-    #[serde(with = "duration_secs")]
-    connect_timeout: Duration,
-    user_agent: String,
+    /// Accepted and ignored: connections stored by 0.1 carried request settings, which now
+    /// belong to `ClientOptions`.
+    #[expect(
+        dead_code,
+        reason = "only read by serde, to accept connections stored by 0.1"
+    )]
+    #[serde(default, skip_serializing)]
+    request_timeout: Option<serde::de::IgnoredAny>,
+    #[expect(
+        dead_code,
+        reason = "only read by serde, to accept connections stored by 0.1"
+    )]
+    #[serde(default, skip_serializing)]
+    connect_timeout: Option<serde::de::IgnoredAny>,
+    #[expect(
+        dead_code,
+        reason = "only read by serde, to accept connections stored by 0.1"
+    )]
+    #[serde(default, skip_serializing)]
+    user_agent: Option<serde::de::IgnoredAny>,
 }
 
 impl TryFrom<StoredConnection> for Connection {
@@ -234,9 +241,6 @@ impl TryFrom<StoredConnection> for Connection {
         Connection::builder(stored.name, stored.instance)
             .with_authority(stored.authority)
             .with_api_version(stored.api_version)
-            .with_request_timeout(stored.request_timeout)
-            .with_connect_timeout(stored.connect_timeout)
-            .with_user_agent(stored.user_agent)
             .build()
     }
 }
@@ -248,9 +252,9 @@ impl From<Connection> for StoredConnection {
             instance: connection.instance.into(),
             authority: connection.authority.into(),
             api_version: connection.api_version,
-            request_timeout: connection.request_timeout,
-            connect_timeout: connection.connect_timeout,
-            user_agent: connection.user_agent,
+            request_timeout: None,
+            connect_timeout: None,
+            user_agent: None,
         }
     }
 }
@@ -263,9 +267,6 @@ impl Connection {
             instance_url: instance_url.into(),
             authority: None,
             api_version: DEFAULT_API_VERSION.to_owned(),
-            request_timeout: DEFAULT_REQUEST_TIMEOUT,
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            user_agent: DEFAULT_USER_AGENT.to_owned(),
         }
     }
 
@@ -305,21 +306,6 @@ impl Connection {
         base.set_path(&format!("/api/data/{}/", self.api_version));
         base
     }
-
-    /// Time allowed for one whole request.
-    pub fn request_timeout(&self) -> Duration {
-        self.request_timeout
-    }
-
-    /// Time allowed to open a connection.
-    pub fn connect_timeout(&self) -> Duration {
-        self.connect_timeout
-    }
-
-    /// The `User-Agent` header sent with every request.
-    pub fn user_agent(&self) -> &str {
-        &self.user_agent
-    }
 }
 
 /// Builds a [`Connection`]; every setting has a documented default.
@@ -330,9 +316,6 @@ pub struct ConnectionBuilder {
     instance_url: String,
     authority: Option<String>,
     api_version: String,
-    request_timeout: Duration,
-    connect_timeout: Duration,
-    user_agent: String,
 }
 
 impl ConnectionBuilder {
@@ -347,24 +330,6 @@ impl ConnectionBuilder {
     /// Chooses the Web API version. Default: [`DEFAULT_API_VERSION`].
     pub fn with_api_version(mut self, version: impl Into<String>) -> Self {
         self.api_version = version.into();
-        self
-    }
-
-    /// Sets the time allowed for one whole request. Default: [`DEFAULT_REQUEST_TIMEOUT`].
-    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
-        self.request_timeout = timeout;
-        self
-    }
-
-    /// Sets the time allowed to open a connection. Default: [`DEFAULT_CONNECT_TIMEOUT`].
-    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
-        self
-    }
-
-    /// Sets the `User-Agent` header. Default: [`DEFAULT_USER_AGENT`].
-    pub fn with_user_agent(mut self, user_agent: impl Into<String>) -> Self {
-        self.user_agent = user_agent.into();
         self
     }
 
@@ -400,9 +365,6 @@ impl ConnectionBuilder {
                 "`{version}` is not a Web API version; use a form such as `v9.2`"
             )));
         }
-        if self.request_timeout.is_zero() || self.connect_timeout.is_zero() {
-            return Err(Error::config("timeouts must be longer than zero"));
-        }
         Ok(Connection {
             name,
             instance,
@@ -410,9 +372,6 @@ impl ConnectionBuilder {
             region: known.map(|(_, region)| region.to_owned()),
             authority,
             api_version: version.to_owned(),
-            request_timeout: self.request_timeout,
-            connect_timeout: self.connect_timeout,
-            user_agent: self.user_agent,
         })
     }
 }
@@ -454,21 +413,6 @@ fn shown(input: &str) -> &str {
         "(the given URL)"
     } else {
         input.trim()
-    }
-}
-
-/// Serializes a `Duration` as whole seconds (with fractions) for human-edited JSON.
-mod duration_secs {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-
-    pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_f64(value.as_secs_f64())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-        let secs = f64::deserialize(deserializer)?;
-        Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
     }
 }
 

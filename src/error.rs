@@ -33,6 +33,49 @@ pub enum ErrorKind {
     ResyncRequired,
 }
 
+/// Which Dataverse service protection limit refused a request (HTTP 429).
+///
+/// Limits are counted per user over a 5-minute sliding window.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ThrottleLimit {
+    /// Too many requests (`0x80072322`).
+    Requests,
+    /// Too much combined execution time (`0x80072321`).
+    ExecutionTime,
+    /// Too many concurrent requests (`0x80072326`).
+    Concurrency,
+}
+
+impl ThrottleLimit {
+    /// The limit a Dataverse error code names, if it names one.
+    pub fn from_code(code: &str) -> Option<Self> {
+        [Self::Requests, Self::ExecutionTime, Self::Concurrency]
+            .into_iter()
+            .find(|limit| limit.code().eq_ignore_ascii_case(code))
+    }
+
+    /// The Dataverse error code of this limit.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Requests => "0x80072322",
+            Self::ExecutionTime => "0x80072321",
+            Self::Concurrency => "0x80072326",
+        }
+    }
+}
+
+impl fmt::Display for ThrottleLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Requests => "the number of requests",
+            Self::ExecutionTime => "the combined execution time",
+            Self::Concurrency => "the number of concurrent requests",
+        })
+    }
+}
+
 /// The error returned by every fallible call of this crate.
 ///
 /// `Display` is one sentence a person can act on; details are available through the
@@ -55,6 +98,11 @@ struct Inner {
     request_id: Option<String>,
     retry_after: Option<Duration>,
     retryable: bool,
+    /// A retry stage already retried this error as far as its policy allows.
+    exhausted: bool,
+    /// The connection could not be opened (refused, DNS): retried at most once.
+    connect_failure: bool,
+    throttle_limit: Option<ThrottleLimit>,
     #[source]
     source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
 }
@@ -76,6 +124,9 @@ impl Error {
                 request_id: None,
                 retry_after: None,
                 retryable: matches!(kind, ErrorKind::Transport | ErrorKind::Throttled),
+                exhausted: false,
+                connect_failure: false,
+                throttle_limit: None,
                 source: None,
             }),
         }
@@ -131,6 +182,24 @@ impl Error {
         self
     }
 
+    /// Marks the error as given up on by a retry stage: no outer stage retries it again.
+    pub(crate) fn exhausted(mut self) -> Self {
+        self.inner.exhausted = true;
+        self
+    }
+
+    /// Marks the error as a connection that could not be opened (retried at most once).
+    pub(crate) fn with_connect_failure(mut self) -> Self {
+        self.inner.connect_failure = true;
+        self
+    }
+
+    /// Attaches the service protection limit that refused the request.
+    pub(crate) fn with_throttle_limit(mut self, limit: Option<ThrottleLimit>) -> Self {
+        self.inner.throttle_limit = limit;
+        self
+    }
+
     /// Appends a clause to the message, as in "Dataverse is unavailable (gave up after 5 attempts)".
     pub(crate) fn with_context(mut self, context: impl std::fmt::Display) -> Self {
         self.inner.message = format!("{} ({context})", self.inner.message);
@@ -154,6 +223,24 @@ impl Error {
     /// Whether sending the same request again later may succeed.
     pub fn is_retryable(&self) -> bool {
         self.inner.retryable
+    }
+
+    /// Whether a retry stage of the crate already retried this error as often as its policy
+    /// allows (the message says how many attempts were made). Retrying it at once is pointless;
+    /// retrying later (the next scheduled run) may still succeed when it is retryable.
+    pub fn is_exhausted(&self) -> bool {
+        self.inner.exhausted
+    }
+
+    /// Whether the connection could not be opened at all (refused, unknown host).
+    pub(crate) fn is_connect_failure(&self) -> bool {
+        self.inner.connect_failure
+    }
+
+    /// Which service protection limit refused the request, for a
+    /// [`Throttled`](ErrorKind::Throttled) error from Dataverse that named one.
+    pub fn throttle_limit(&self) -> Option<ThrottleLimit> {
+        self.inner.throttle_limit
     }
 
     /// How long the server asked the caller to wait before trying again (`Retry-After`).
@@ -202,6 +289,12 @@ impl fmt::Debug for Error {
         }
         if let Some(retry_after) = self.inner.retry_after {
             debug.field("retry_after", &retry_after);
+        }
+        if let Some(limit) = self.inner.throttle_limit {
+            debug.field("throttle_limit", &limit);
+        }
+        if self.inner.exhausted {
+            debug.field("exhausted", &true);
         }
         if let Some(source) = &self.inner.source {
             debug.field("source", &source.to_string());

@@ -11,10 +11,10 @@ mod filter;
 mod job;
 mod mapping;
 mod metadata;
-mod retry;
 mod secret;
 mod sink;
 mod source;
+mod transport;
 mod value;
 
 #[cfg(feature = "testkit")]
@@ -24,17 +24,13 @@ pub mod testkit;
 pub use auth::{
     AuthorizationRequest, AuthorizeOptions, Authorizer, DEFAULT_REFRESH_MARGIN, EntraApp,
     EntraAppBuilder, MemoryTokenStore, OAuthAuthorizer, OAuthAuthorizerBuilder, Prompt,
-    ResourceScope, StaticTokenAuthorizer, StoreError, TenantId, TokenSet, TokenStore, WhoAmI,
-    who_am_i,
+    ResourceScope, StaticTokenAuthorizer, StoreError, TenantId, TokenSet, TokenStore,
 };
 pub use checkpoint_store::{CheckpointStore, FileCheckpointStore};
-pub use client::DataverseClient;
+pub use client::{DataverseClient, WhoAmI, who_am_i};
 
-pub use connection::{
-    Cloud, Connection, ConnectionBuilder, DEFAULT_API_VERSION, DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_REQUEST_TIMEOUT, DEFAULT_USER_AGENT, InstanceUrl,
-};
-pub use error::{Error, ErrorKind, Result};
+pub use connection::{Cloud, Connection, ConnectionBuilder, DEFAULT_API_VERSION, InstanceUrl};
+pub use error::{Error, ErrorKind, Result, ThrottleLimit};
 pub use filter::{Filter, FilterValue};
 pub use job::{
     CancelToken, ChainOptions, ChainOutcome, ChainReport, DeletePolicy, JobChain, RunOptions,
@@ -50,7 +46,6 @@ pub use metadata::{
     AttributeMetadata, AttributeType, EntityMetadata, EntitySummary, MetadataOptions, OptionLabel,
     Relationship,
 };
-pub use retry::{Clock, RetryPolicy, SystemClock, VirtualClock};
 pub use secret::{AccessToken, AuthorizationCode, ClientSecret, RefreshToken};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use sink::SqlSink;
@@ -59,12 +54,17 @@ pub use sink::{
     WriteResult,
 };
 pub use source::{
-    Checkpoint, DEFAULT_PAGE_SIZE, EntitySource, MAX_PAGE_SIZE, Page, ReadMode, RecordChange,
-    RecordDecoder,
+    Checkpoint, DEFAULT_PAGE_SIZE, EntitySource, MAX_PAGE_SIZE, Page, PageCounts, ReadMode,
+    RecordChange, RecordDecoder,
 };
 #[cfg(feature = "postgres")]
 pub use sqlx::PgPool;
 #[cfg(feature = "sqlite")]
 pub use sqlx::SqlitePool;
+pub use transport::{
+    ClientOptions, Clock, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONCURRENCY,
+    DEFAULT_REQUEST_TIMEOUT, DEFAULT_USER_AGENT, RetryPolicy, SystemClock, ThrottleStats,
+    VirtualClock,
+};
 pub use url::Url;
 pub use value::{Field, Number, Record, Value};

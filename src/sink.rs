@@ -284,6 +284,7 @@ impl RecordSink for MemorySink {
 /// `{"op":"delete","object":"Company","key":{...}}`.
 pub struct JsonLinesSink<W> {
     writer: Mutex<W>,
+    destination: String,
 }
 
 impl<W: Write + Send> JsonLinesSink<W> {
@@ -291,7 +292,15 @@ impl<W: Write + Send> JsonLinesSink<W> {
     pub fn new(writer: W) -> Self {
         Self {
             writer: Mutex::new(writer),
+            destination: "its writer".to_owned(),
         }
+    }
+
+    /// Names what the writer writes to (a file's path, say), for error messages.
+    #[must_use]
+    pub fn with_destination(mut self, destination: impl Into<String>) -> Self {
+        self.destination = destination.into();
+        self
     }
 
     /// The writer back.
@@ -304,7 +313,23 @@ impl<W: Write + Send> JsonLinesSink<W> {
 
 impl<W> fmt::Debug for JsonLinesSink<W> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JsonLinesSink").finish_non_exhaustive()
+        f.debug_struct("JsonLinesSink")
+            .field("destination", &self.destination)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<W> JsonLinesSink<W> {
+    /// An error naming the destination and the operating system's reason.
+    fn error(&self, error: impl std::error::Error + Send + Sync + 'static) -> Error {
+        Error::new(
+            ErrorKind::Sink,
+            format!(
+                "the JSON Lines sink could not write to {}: {error}",
+                self.destination
+            ),
+        )
+        .with_source(error)
     }
 }
 
@@ -336,17 +361,14 @@ impl Serialize for Line<'_> {
     }
 }
 
-fn sink_error(error: impl std::error::Error + Send + Sync + 'static) -> Error {
-    Error::new(ErrorKind::Sink, "the JSON Lines sink could not write").with_source(error)
-}
-
 #[async_trait]
 impl<W: Write + Send> RecordSink for JsonLinesSink<W> {
     async fn write(&self, object: &str, operations: &[Operation]) -> Result<Vec<WriteResult>> {
         let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         for operation in operations {
-            serde_json::to_writer(&mut *writer, &Line { object, operation }).map_err(sink_error)?;
-            writer.write_all(b"\n").map_err(sink_error)?;
+            serde_json::to_writer(&mut *writer, &Line { object, operation })
+                .map_err(|e| self.error(e))?;
+            writer.write_all(b"\n").map_err(|e| self.error(e))?;
         }
         Ok(vec![Ok(()); operations.len()])
     }
@@ -354,9 +376,9 @@ impl<W: Write + Send> RecordSink for JsonLinesSink<W> {
     async fn flush(&self) -> Result<()> {
         self.writer
             .lock()
-            .expect("sink lock")
+            .unwrap_or_else(PoisonError::into_inner)
             .flush()
-            .map_err(sink_error)
+            .map_err(|e| self.error(e))
     }
 }
 

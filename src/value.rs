@@ -175,6 +175,7 @@ impl Field {
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct Record {
     id: String,
+    etag: Option<String>,
     fields: BTreeMap<String, Field>,
 }
 
@@ -183,8 +184,20 @@ impl Record {
     pub fn new(id: impl Into<String>) -> Self {
         Self {
             id: id.into(),
+            etag: None,
             fields: BTreeMap::new(),
         }
+    }
+
+    /// The row's version as Dataverse sent it (`@odata.etag`, such as `W/"2264380"`); it
+    /// changes with every change to the row.
+    pub fn etag(&self) -> Option<&str> {
+        self.etag.as_deref()
+    }
+
+    /// Sets the row's version (`@odata.etag`).
+    pub fn set_etag(&mut self, etag: Option<String>) {
+        self.etag = etag;
     }
 
     /// The record's primary id (a GUID).

@@ -6,9 +6,10 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::Utc;
 use d365_connector::{
-    AccessToken, AuthorizeOptions, Authorizer, ClientSecret, Clock, Cloud, Connection,
-    DataverseClient, EntraApp, ErrorKind, InstanceUrl, MemoryTokenStore, OAuthAuthorizer, Prompt,
-    RefreshToken, RetryPolicy, TokenSet, TokenStore, VirtualClock, who_am_i,
+    AccessToken, AuthorizeOptions, Authorizer, ClientOptions, ClientSecret, Clock, Cloud,
+    Connection, DataverseClient, EntraApp, ErrorKind, InstanceUrl, MemoryTokenStore,
+    OAuthAuthorizer, Prompt, RefreshToken, RetryPolicy, TokenSet, TokenStore, VirtualClock,
+    who_am_i,
 };
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -64,10 +65,10 @@ fn confidential_app() -> EntraApp {
         .unwrap()
 }
 
-/// A retry policy whose waits are virtual, and its clock.
-fn policy() -> (RetryPolicy, Arc<VirtualClock>) {
+/// Client options whose waits are virtual, and their clock.
+fn virtual_options() -> (ClientOptions, Arc<VirtualClock>) {
     let clock = Arc::new(VirtualClock::new());
-    (RetryPolicy::default().with_clock(clock.clone()), clock)
+    (ClientOptions::default().with_clock(clock.clone()), clock)
 }
 
 fn tokens_body(access: &str, refresh: Option<&str>, expires_in: Value) -> Value {
@@ -182,11 +183,11 @@ async fn code_flow_builds_the_authorize_url_and_redeems_the_code_with_the_verifi
     )
     .await;
     let store = Arc::new(MemoryTokenStore::new());
-    let (retry, _) = policy();
+    let (options, _) = virtual_options();
     let authorizer =
         OAuthAuthorizer::authorization_code(&connection(&server, INSTANCE), public_app())
             .with_token_store(store.clone())
-            .with_retry_policy(retry)
+            .with_client_options(options)
             .build()
             .unwrap();
 
@@ -317,10 +318,10 @@ async fn confidential_code_flow_sends_the_client_secret_and_asks_for_dot_default
         1,
     )
     .await;
-    let (retry, _) = policy();
+    let (options, _) = virtual_options();
     let authorizer =
         OAuthAuthorizer::authorization_code(&connection(&server, INSTANCE), confidential_app())
-            .with_retry_policy(retry)
+            .with_client_options(options)
             .build()
             .unwrap();
     let request = authorizer
@@ -577,7 +578,7 @@ async fn a_rotated_refresh_token_reaches_the_store_and_is_used_next() {
     let authorizer =
         OAuthAuthorizer::authorization_code(&connection(&server, INSTANCE), confidential_app())
             .with_token_store(store.clone())
-            .with_clock(clock.clone())
+            .with_client_options(ClientOptions::default().with_clock(clock.clone()))
             .build()
             .unwrap();
     // Loaded from the store (a restart), expired, so refreshed with rt-1.
@@ -687,7 +688,7 @@ async fn fifty_tasks_after_expiry_make_exactly_one_token_request() {
     let authorizer =
         OAuthAuthorizer::authorization_code(&connection(&server, INSTANCE), public_app())
             .with_token_set(stored_tokens(60, "rt-1"))
-            .with_clock(clock.clone())
+            .with_client_options(ClientOptions::default().with_clock(clock.clone()))
             .build()
             .unwrap();
     assert_eq!(
@@ -993,7 +994,7 @@ async fn entra_errors_become_guidance_and_are_not_retried() {
     for (error, aadsts, description, client_credentials, kind, expected) in cases {
         let server = server().await;
         mount_token(&server, entra_error(error, aadsts, description), 1).await;
-        let (retry, _) = policy();
+        let (options, _) = virtual_options();
         let connection = connection(&server, INSTANCE);
         let authorizer = if client_credentials {
             OAuthAuthorizer::client_credentials(&connection, confidential_app())
@@ -1001,7 +1002,7 @@ async fn entra_errors_become_guidance_and_are_not_retried() {
             OAuthAuthorizer::authorization_code(&connection, confidential_app())
                 .with_token_set(stored_tokens(-1, "rt-1"))
         }
-        .with_retry_policy(retry)
+        .with_client_options(options)
         .build()
         .unwrap();
         let failure = authorizer.access_token().await.unwrap_err();
@@ -1080,10 +1081,10 @@ async fn temporarily_unavailable_and_5xx_are_retried_by_the_policy() {
         1,
     )
     .await;
-    let (retry, clock) = policy();
+    let (options, clock) = virtual_options();
     let authorizer =
         OAuthAuthorizer::client_credentials(&connection(&server, INSTANCE), confidential_app())
-            .with_retry_policy(retry)
+            .with_client_options(options)
             .build()
             .unwrap();
     assert_eq!(
@@ -1103,10 +1104,12 @@ async fn temporarily_unavailable_and_5xx_are_retried_by_the_policy() {
 async fn a_lasting_outage_gives_up_with_a_retryable_error() {
     let server = server().await;
     mount_token(&server, ResponseTemplate::new(502), 3).await;
-    let (retry, _) = policy();
+    let (options, _) = virtual_options();
     let authorizer =
         OAuthAuthorizer::client_credentials(&connection(&server, INSTANCE), confidential_app())
-            .with_retry_policy(retry.with_max_attempts(3))
+            .with_client_options(
+                options.with_retry_policy(RetryPolicy::default().with_max_attempts(3)),
+            )
             .build()
             .unwrap();
     let error = authorizer.access_token().await.unwrap_err();
@@ -1219,9 +1222,9 @@ async fn who_am_i_explains_a_missing_membership() {
         .with_token_set(tokens)
         .build()
         .unwrap();
-    let client = DataverseClient::new(connection, Arc::new(authorizer.clone()))
-        .unwrap()
-        .with_retry_policy(RetryPolicy::disabled());
+    let options = ClientOptions::default().with_retry_policy(RetryPolicy::disabled());
+    let client =
+        DataverseClient::with_options(connection, Arc::new(authorizer.clone()), options).unwrap();
     let error = who_am_i(&client).await.unwrap_err();
     assert_eq!(error.kind(), ErrorKind::Auth);
     assert_eq!(error.service_code(), Some("0x80072560"));

@@ -3,8 +3,8 @@
 
 use async_trait::async_trait;
 use d365_connector::{
-    AccessToken, Authorizer, Connection, DataverseClient, ErrorKind, Result, RetryPolicy,
-    StaticTokenAuthorizer, VirtualClock,
+    AccessToken, Authorizer, ClientOptions, Connection, DataverseClient, ErrorKind, Result,
+    RetryPolicy, StaticTokenAuthorizer, VirtualClock,
 };
 use serde_json::{Value, json};
 use std::io::Write;
@@ -19,20 +19,30 @@ const TOKEN: &str = "eyJ0eXAiOiJKV1QiLCJhbGciOi-test-token";
 fn connection(server: &MockServer) -> Connection {
     Connection::builder("test", server.uri())
         .with_authority(server.uri())
-        .with_request_timeout(Duration::from_secs(2))
         .build()
         .unwrap()
 }
 
 fn client_with(server: &MockServer, authorizer: Arc<dyn Authorizer>) -> DataverseClient {
-    DataverseClient::new(connection(server), authorizer).unwrap()
+    let options = ClientOptions::default().with_request_timeout(Duration::from_secs(2));
+    DataverseClient::with_options(connection(server), authorizer, options).unwrap()
 }
 
 fn client(server: &MockServer) -> DataverseClient {
-    client_with(
-        server,
-        Arc::new(StaticTokenAuthorizer::new(AccessToken::new(TOKEN))),
-    )
+    client_options(server, ClientOptions::default())
+}
+
+/// A client of `server` with a static token, sending as `options` say.
+fn client_options(server: &MockServer, options: ClientOptions) -> DataverseClient {
+    let token = Arc::new(StaticTokenAuthorizer::new(AccessToken::new(TOKEN)));
+    DataverseClient::with_options(connection(server), token, options).unwrap()
+}
+
+/// Options with a virtual clock and `retry`.
+fn virtual_options(clock: &Arc<VirtualClock>, retry: RetryPolicy) -> ClientOptions {
+    ClientOptions::default()
+        .with_clock(clock.clone())
+        .with_retry_policy(retry)
 }
 
 /// Answers every request no other mock matched with a loud 599, so a stray request fails the test.
@@ -102,10 +112,12 @@ async fn throttling_waits_at_least_retry_after_then_succeeds() {
         .mount(&server)
         .await;
     let clock = Arc::new(VirtualClock::new());
-    let client = client(&server).with_retry_policy(
-        RetryPolicy::default()
-            .with_initial_backoff(Duration::from_millis(100))
-            .with_clock(clock.clone()),
+    let client = client_options(
+        &server,
+        virtual_options(
+            &clock,
+            RetryPolicy::default().with_initial_backoff(Duration::from_millis(100)),
+        ),
     );
 
     let page: Value = client.get_json("accounts").await.unwrap();
@@ -133,10 +145,9 @@ async fn a_503_storm_exhausts_the_attempts_with_a_retryable_error() {
         .mount(&server)
         .await;
     let clock = Arc::new(VirtualClock::new());
-    let client = client(&server).with_retry_policy(
-        RetryPolicy::default()
-            .with_max_attempts(4)
-            .with_clock(clock.clone()),
+    let client = client_options(
+        &server,
+        virtual_options(&clock, RetryPolicy::default().with_max_attempts(4)),
     );
 
     let error = client.get_json::<Value>("accounts").await.unwrap_err();
@@ -308,8 +319,8 @@ async fn error_for(response: ResponseTemplate) -> d365_connector::Error {
         .respond_with(response)
         .mount(&server)
         .await;
-    client(&server)
-        .with_retry_policy(RetryPolicy::disabled())
+    let options = ClientOptions::default().with_retry_policy(RetryPolicy::disabled());
+    client_options(&server, options)
         .get_json::<Value>("acounts")
         .await
         .unwrap_err()
@@ -444,21 +455,12 @@ async fn a_timeout_is_a_retryable_transport_error() {
         .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(5)))
         .mount(&server)
         .await;
-    let connection = Connection::builder("slow", server.uri())
-        .with_authority(server.uri())
-        .with_request_timeout(Duration::from_millis(200))
-        .build()
-        .unwrap();
-    let client = DataverseClient::new(
-        connection,
-        Arc::new(StaticTokenAuthorizer::new(AccessToken::new(TOKEN))),
+    let options = virtual_options(
+        &Arc::new(VirtualClock::new()),
+        RetryPolicy::default().with_max_attempts(2),
     )
-    .unwrap()
-    .with_retry_policy(
-        RetryPolicy::default()
-            .with_max_attempts(2)
-            .with_clock(Arc::new(VirtualClock::new())),
-    );
+    .with_request_timeout(Duration::from_millis(200));
+    let client = client_options(&server, options);
 
     let error = client.get_json::<Value>("accounts").await.unwrap_err();
 
@@ -501,16 +503,12 @@ async fn a_connection_closed_without_an_answer_is_retried_as_a_transport_error()
         .build()
         .unwrap();
     let clock = Arc::new(VirtualClock::new());
-    let client = DataverseClient::new(
+    let client = DataverseClient::with_options(
         connection,
         Arc::new(StaticTokenAuthorizer::new(AccessToken::new(TOKEN))),
+        virtual_options(&clock, RetryPolicy::default().with_max_attempts(3)),
     )
-    .unwrap()
-    .with_retry_policy(
-        RetryPolicy::default()
-            .with_max_attempts(3)
-            .with_clock(clock.clone()),
-    );
+    .unwrap();
 
     let error = client.get_json::<Value>("accounts").await.unwrap_err();
 
@@ -522,4 +520,28 @@ async fn a_connection_closed_without_an_answer_is_retried_as_a_transport_error()
     );
     assert_eq!(accepted.load(Ordering::SeqCst), 3);
     assert_eq!(clock.sleeps().len(), 2);
+}
+
+#[tokio::test]
+async fn an_html_page_answered_with_200_is_named_as_such() {
+    let server = MockServer::start().await;
+    Mock::given(path("/api/data/v9.2/accounts"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("content-type", "text/html; charset=utf-8")
+                .set_body_string("<!DOCTYPE html><html><head><title>Sign in to your account</title></head></html>"),
+        )
+        .mount(&server)
+        .await;
+
+    let error = client(&server)
+        .get_json::<Value>("accounts?$select=name")
+        .await
+        .unwrap_err();
+
+    assert_eq!(error.kind(), ErrorKind::Decode);
+    assert_eq!(error.status(), Some(200));
+    let message = error.to_string();
+    assert!(message.contains("GET /api/data/v9.2/accounts answered HTTP 200 with an HTML page titled \"Sign in to your account\""), "{message}");
+    assert!(!message.contains("line 1 column 1"), "{message}");
 }

@@ -1,6 +1,10 @@
 //! Connection: instance URL validation, clouds, authorities and settings.
 
-use d365_connector::{Cloud, Connection, ErrorKind};
+use d365_connector::{
+    AccessToken, ClientOptions, Cloud, Connection, DataverseClient, ErrorKind,
+    StaticTokenAuthorizer,
+};
+use std::sync::Arc;
 use std::time::Duration;
 
 fn build(url: &str) -> d365_connector::Result<Connection> {
@@ -182,27 +186,12 @@ fn other_https_hosts_need_an_explicit_authority() {
 fn settings_have_documented_defaults_and_can_be_changed() {
     let default = build("https://contoso.crm.dynamics.com").unwrap();
     assert_eq!(default.api_version(), d365_connector::DEFAULT_API_VERSION);
-    assert_eq!(
-        default.request_timeout(),
-        d365_connector::DEFAULT_REQUEST_TIMEOUT
-    );
-    assert_eq!(
-        default.connect_timeout(),
-        d365_connector::DEFAULT_CONNECT_TIMEOUT
-    );
-    assert_eq!(default.user_agent(), d365_connector::DEFAULT_USER_AGENT);
 
     let custom = Connection::builder("c", "https://contoso.crm.dynamics.com")
         .with_api_version("v9.1")
-        .with_request_timeout(Duration::from_secs(30))
-        .with_connect_timeout(Duration::from_secs(3))
-        .with_user_agent("acme-sync/2.0")
         .build()
         .unwrap();
     assert_eq!(custom.web_api_base().path(), "/api/data/v9.1/");
-    assert_eq!(custom.request_timeout(), Duration::from_secs(30));
-    assert_eq!(custom.connect_timeout(), Duration::from_secs(3));
-    assert_eq!(custom.user_agent(), "acme-sync/2.0");
 
     for bad in ["9.2", "v", "v9.2; drop", ""] {
         let error = Connection::builder("c", "https://contoso.crm.dynamics.com")
@@ -239,7 +228,44 @@ fn a_connection_round_trips_through_json_and_revalidates() {
         let error = serde_json::from_value::<Connection>(bad).unwrap_err();
         assert!(!error.to_string().is_empty(), "{field}");
     }
-    let mut zero_timeout = stored.clone();
-    zero_timeout["request_timeout"] = serde_json::Value::from(0);
-    assert!(serde_json::from_value::<Connection>(zero_timeout).is_err());
+    let mut stored_by_0_1 = stored.clone();
+    stored_by_0_1["request_timeout"] = serde_json::Value::from(120);
+    stored_by_0_1["user_agent"] = serde_json::Value::from("acme-sync/2.0");
+    assert_eq!(
+        serde_json::from_value::<Connection>(stored_by_0_1).unwrap(),
+        connection,
+        "request settings stored by 0.1 are accepted and left to ClientOptions"
+    );
+    let mut misspelt = stored.clone();
+    misspelt["api_verison"] = serde_json::Value::from("v9.2");
+    assert!(serde_json::from_value::<Connection>(misspelt).is_err());
+}
+
+#[test]
+fn client_options_have_documented_defaults_and_refuse_zero_timeouts() {
+    let options = ClientOptions::default();
+    assert_eq!(
+        options.request_timeout(),
+        d365_connector::DEFAULT_REQUEST_TIMEOUT
+    );
+    assert_eq!(
+        options.connect_timeout(),
+        d365_connector::DEFAULT_CONNECT_TIMEOUT
+    );
+    assert_eq!(options.user_agent(), d365_connector::DEFAULT_USER_AGENT);
+    assert_eq!(
+        options.max_concurrency(),
+        d365_connector::DEFAULT_MAX_CONCURRENCY
+    );
+    assert_eq!(
+        options.retry_policy().throttle_budget(),
+        Duration::from_secs(30 * 60)
+    );
+
+    let connection = build("https://contoso.crm.dynamics.com").unwrap();
+    let token = Arc::new(StaticTokenAuthorizer::new(AccessToken::new("t")));
+    let zero = ClientOptions::default().with_request_timeout(Duration::ZERO);
+    let error = DataverseClient::with_options(connection, token, zero).unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Config);
+    assert!(error.to_string().contains("timeout"), "{error}");
 }

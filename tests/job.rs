@@ -5,9 +5,9 @@
 use async_trait::async_trait;
 use d365_connector::testkit::{Fault, StandIn};
 use d365_connector::{
-    CancelToken, ChainOptions, ChainOutcome, Checkpoint, ClientSecret, Connection, DataverseClient,
-    EntraApp, ErrorKind, JobChain, MappingErrors, MemorySink, OAuthAuthorizer, Operation,
-    RecordSink, RetryPolicy, RunOptions, SyncJob, SyncProgress, SyncStatus, TargetRecord,
+    CancelToken, ChainOptions, ChainOutcome, Checkpoint, ClientOptions, ClientSecret, Connection,
+    DataverseClient, EntraApp, ErrorKind, JobChain, MappingErrors, MemorySink, OAuthAuthorizer,
+    Operation, RecordSink, RunOptions, SyncJob, SyncProgress, SyncStatus, TargetRecord,
     TargetValue, VirtualClock, WriteResult,
 };
 use serde_json::{Value, json};
@@ -27,9 +27,9 @@ async fn connect(crm: &StandIn) -> (Connection, DataverseClient) {
     let authorizer = OAuthAuthorizer::client_credentials(&connection, app)
         .build()
         .unwrap();
-    let client = DataverseClient::new(connection.clone(), Arc::new(authorizer))
-        .unwrap()
-        .with_retry_policy(RetryPolicy::default().with_clock(Arc::new(VirtualClock::new())));
+    let options = ClientOptions::default().with_clock(Arc::new(VirtualClock::new()));
+    let client =
+        DataverseClient::with_options(connection.clone(), Arc::new(authorizer), options).unwrap();
     (connection, client)
 }
 
@@ -547,13 +547,16 @@ async fn propagating_deletes_needs_an_identifier_mapped_from_the_primary_id() {
 }
 
 #[tokio::test]
-async fn throttling_during_a_run_is_waited_out() {
+async fn throttling_during_a_run_is_waited_out_and_reported() {
     let crm = StandIn::with_sample_data().await;
     let (_, client) = connect(&crm).await;
     crm.inject(Fault::Throttle {
         retry_after_secs: 2,
     });
     crm.inject(Fault::Unavailable);
+    crm.inject(Fault::Throttle {
+        retry_after_secs: 30,
+    });
     let sink = MemorySink::new();
 
     let report = contacts_job(10)
@@ -563,6 +566,17 @@ async fn throttling_during_a_run_is_waited_out() {
 
     assert_eq!(report.status, SyncStatus::Success, "{report}");
     assert_eq!(ids(&sink.records("Person")), contact_ids(&crm));
+    assert_eq!(report.throttled, 2, "two 429s; the 503 is not throttling");
+    assert_eq!(report.throttled_for, std::time::Duration::from_secs(32));
+    assert!(
+        report
+            .to_string()
+            .contains("throttled: 2 requests refused by service protection limits, 32.0s waited"),
+        "{report}"
+    );
+    let logged = serde_json::to_value(&report).unwrap();
+    assert_eq!(logged["throttled"], 2);
+    assert_eq!(logged["throttled_for"], 32.0);
 }
 
 #[tokio::test]
@@ -1101,4 +1115,46 @@ async fn insert_and_update_modes_count_what_they_did_and_a_refused_record_is_rep
         "an ignored delete keeps the record"
     );
     assert!(second.started_at <= second.finished_at);
+}
+
+#[tokio::test]
+async fn a_record_changed_twice_within_one_second_is_written_by_the_next_modified_on_run() {
+    let crm = StandIn::with_sample_data().await;
+    let (_, client) = connect(&crm).await;
+    let mut definition = serde_json::to_value(contacts_job(10)).unwrap();
+    definition["source"]["incremental"] = json!("modified_on");
+    let job = SyncJob::from_json(&definition.to_string()).unwrap();
+    let id = crm.upsert(
+        "contact",
+        json!({"firstname": "Ada", "lastname": "Lovelace", "emailaddress1": "first@example.com",
+               "modifiedon": "2030-01-01T00:00:00Z"}),
+    );
+    let sink = MemorySink::new();
+    let first = job
+        .run(&client, &sink, RunOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(first.status, SyncStatus::Success, "{first}");
+    assert_eq!(
+        sink.get("Person", &key(&id)).unwrap().get("Email"),
+        Some(&TargetValue::String("first@example.com".into()))
+    );
+
+    // Changed again within the same second, after the first run ended.
+    crm.upsert(
+        "contact",
+        json!({"contactid": id, "emailaddress1": "second@example.com",
+               "modifiedon": "2030-01-01T00:00:00Z"}),
+    );
+    let second = job
+        .run(&client, &sink, resuming(first.checkpoint))
+        .await
+        .unwrap();
+
+    assert_eq!(second.status, SyncStatus::Success, "{second}");
+    assert_eq!(second.counts.read, 1, "only the changed record: {second}");
+    assert_eq!(
+        sink.get("Person", &key(&id)).unwrap().get("Email"),
+        Some(&TargetValue::String("second@example.com".into()))
+    );
 }

@@ -2,8 +2,8 @@
 //! requests against a wiremock stand-in.
 
 use d365_connector::{
-    AccessToken, AttributeMetadata, AttributeType, Connection, DataverseClient, EntityMetadata,
-    EntitySummary, ErrorKind, MetadataOptions, RetryPolicy, StaticTokenAuthorizer,
+    AccessToken, AttributeMetadata, AttributeType, ClientOptions, Connection, DataverseClient,
+    EntityMetadata, EntitySummary, ErrorKind, MetadataOptions, RetryPolicy, StaticTokenAuthorizer,
 };
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -51,6 +51,9 @@ fn every_real_metadata_fixture_parses() {
             "entitydefinition_account_with_relationships.json",
             "entitydefinition_contact.json",
             "entitydefinition_mailbox_attributes.json",
+            "tf_get_entitydefinition_businessunit.json",
+            "tf_get_entitydefinition_businessunit_attributes.json",
+            "tf_get_entitydefinition_mailbox.json",
         ]
     );
 }
@@ -296,12 +299,12 @@ fn client(server: &MockServer) -> DataverseClient {
         .with_authority(server.uri())
         .build()
         .unwrap();
-    DataverseClient::new(
+    DataverseClient::with_options(
         connection,
         Arc::new(StaticTokenAuthorizer::new(AccessToken::new("t"))),
+        ClientOptions::default().with_retry_policy(RetryPolicy::disabled()),
     )
     .unwrap()
-    .with_retry_policy(RetryPolicy::disabled())
 }
 
 /// Answers every request no other mock matched with a loud 418 and fails the test on drop.

@@ -1,9 +1,9 @@
 //! EntitySource: streamed reads, checkpoints, incremental reads, decoding of real payloads.
 
 use d365_connector::{
-    AccessToken, Checkpoint, Connection, DataverseClient, EntityMetadata, EntitySource, ErrorKind,
-    Field, Filter, FilterValue, Number, Page, ReadMode, RecordChange, RecordDecoder, RetryPolicy,
-    StaticTokenAuthorizer, Url, Value,
+    AccessToken, Checkpoint, ClientOptions, Connection, DataverseClient, EntityMetadata,
+    EntitySource, ErrorKind, Field, Filter, FilterValue, Number, Page, PageCounts, ReadMode,
+    RecordChange, RecordDecoder, RetryPolicy, StaticTokenAuthorizer, Url, Value,
 };
 use futures::{StreamExt, TryStreamExt};
 use std::sync::Arc;
@@ -147,12 +147,12 @@ fn client(server: &MockServer) -> DataverseClient {
         .with_authority(server.uri())
         .build()
         .unwrap();
-    DataverseClient::new(
+    DataverseClient::with_options(
         connection,
         Arc::new(StaticTokenAuthorizer::new(AccessToken::new("t"))),
+        ClientOptions::default().with_retry_policy(RetryPolicy::disabled()),
     )
     .unwrap()
-    .with_retry_policy(RetryPolicy::disabled())
 }
 
 /// Matches a request whose query is exactly `query`, byte for byte (no decoding).
@@ -594,6 +594,12 @@ async fn a_next_link_to_another_origin_is_refused_with_no_request_to_it() {
     let error = pages.try_next().await.unwrap_err();
     assert_eq!(error.kind(), ErrorKind::Protocol);
     assert!(error.to_string().contains(&foreign.uri()), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains(&format!("not the instance `{}`", server.uri())),
+        "the instance is named with its port: {error}"
+    );
     assert!(!error.to_string().contains("stolen"), "{error}");
     assert!(
         pages.next().await.is_none(),
@@ -807,8 +813,16 @@ async fn change_tracking_cannot_be_filtered_but_auto_falls_back_to_the_watermark
 // ---------------------------------------------------------------------------------------------
 // modifiedon watermark
 
+/// A row as Dataverse sends it in a `modified_on` read: its etag (version 1 unless given),
+/// id, name and `modifiedon`.
 fn stamped_row(id: &str, modified_on: &str) -> String {
-    format!(r#"{{"accountid":"{id}","name":"n","modifiedon":"{modified_on}"}}"#)
+    versioned_row(id, modified_on, 1)
+}
+
+fn versioned_row(id: &str, modified_on: &str, version: u32) -> String {
+    format!(
+        r#"{{"@odata.etag":"W/\"{version}\"","accountid":"{id}","name":"n","modifiedon":"{modified_on}"}}"#
+    )
 }
 
 #[tokio::test]
@@ -843,12 +857,12 @@ async fn the_modifiedon_watermark_keeps_records_that_share_the_boundary_second()
     );
     let stored = serde_json::to_value(checkpoint).unwrap();
     assert_eq!(
-        stored["position"]["watermark"]["ids"],
-        serde_json::json!([guid(2), guid(3)])
+        stored["position"]["watermark"]["seen"],
+        serde_json::json!({guid(2): "W/\"1\"", guid(3): "W/\"1\""})
     );
 
-    // The next read starts AT the boundary second: 2 and 3 come again and are skipped, 4 shares
-    // the second but is new, 5 is later. The boundary spans two pages.
+    // The next read starts AT the boundary second: 2 and 3 come again and are skipped (same
+    // version), 4 shares the second but is new, 5 is later. The boundary spans two pages.
     let link = format!(
         "{}{API}/accounts?$select=accountid,name,modifiedon&$skiptoken=p2",
         server.uri()
@@ -887,7 +901,7 @@ async fn the_modifiedon_watermark_keeps_records_that_share_the_boundary_second()
     let end = serde_json::to_value(&second[1].checkpoint).unwrap();
     assert_eq!(
         end["position"]["watermark"],
-        serde_json::json!({"modified_on": "2024-06-12T10:00:07Z", "ids": [guid(5)]})
+        serde_json::json!({"modified_on": "2024-06-12T10:00:07Z", "seen": {guid(5): "W/\"1\""}})
     );
 }
 
@@ -908,7 +922,7 @@ async fn a_record_modified_again_at_a_later_time_is_not_skipped() {
     .await;
     let checkpoint: Checkpoint = serde_json::from_value(serde_json::json!({
         "version": 1, "entity": "account", "mode": "modified_on", "columns": [], "filter": null,
-        "position": {"state": "watermark", "watermark": {"modified_on": "2024-06-12T10:00:05Z", "ids": [guid(2), guid(3)]}}
+        "position": {"state": "watermark", "watermark": {"modified_on": "2024-06-12T10:00:05Z", "seen": {guid(2): "W/\"1\"", guid(3): "W/\"1\""}}}
     }))
     .unwrap();
     let pages = collect(
@@ -916,6 +930,48 @@ async fn a_record_modified_again_at_a_later_time_is_not_skipped() {
     )
     .await;
     assert_eq!(ids(&pages[0]), [guid(2)]);
+}
+
+#[tokio::test]
+async fn a_record_changed_again_within_the_watermark_second_is_returned() {
+    let server = server().await;
+    page(
+        &server,
+        "accounts",
+        "$select=accountid,modifiedon&$filter=modifiedon%20ge%202024-06-12T10:00:05Z&$orderby=modifiedon%20asc,accountid%20asc",
+        format!(
+            r#"{{"value":[{},{}]}}"#,
+            versioned_row(&guid(2), "2024-06-12T10:00:05Z", 1),
+            versioned_row(&guid(3), "2024-06-12T10:00:05Z", 2),
+        ),
+        2,
+    )
+    .await;
+    let resume = |watermark: serde_json::Value| {
+        let checkpoint: Checkpoint = serde_json::from_value(serde_json::json!({
+            "version": 1, "entity": "account", "mode": "modified_on", "columns": [], "filter": null,
+            "position": {"state": "watermark", "watermark": watermark}
+        }))
+        .unwrap();
+        EntitySource::new(client(&server), account_metadata(false)).resume_from(checkpoint)
+    };
+
+    let pages = collect(resume(serde_json::json!({
+        "modified_on": "2024-06-12T10:00:05Z", "seen": {guid(2): "W/\"1\"", guid(3): "W/\"1\""}
+    })))
+    .await;
+    assert_eq!(
+        ids(&pages[0]),
+        [guid(3)],
+        "3 has a new version within the same second"
+    );
+
+    // A checkpoint written by 0.1 knows ids without versions: they are returned again.
+    let pages = collect(resume(serde_json::json!({
+        "modified_on": "2024-06-12T10:00:05Z", "ids": [guid(2), guid(3)]
+    })))
+    .await;
+    assert_eq!(ids(&pages[0]), [guid(2), guid(3)]);
 }
 
 #[tokio::test]
@@ -932,7 +988,7 @@ async fn auto_mode_keeps_the_mode_of_the_checkpoint_it_resumes() {
     .await;
     let checkpoint: Checkpoint = serde_json::from_value(serde_json::json!({
         "version": 1, "entity": "account", "mode": "modified_on", "columns": [], "filter": null,
-        "position": {"state": "watermark", "watermark": {"modified_on": "2024-06-12T10:00:05Z", "ids": []}}
+        "position": {"state": "watermark", "watermark": {"modified_on": "2024-06-12T10:00:05Z", "seen": {}}}
     }))
     .unwrap();
     let pages =
@@ -1110,6 +1166,163 @@ async fn a_record_without_its_id_is_an_error_naming_its_position() {
     );
 }
 
+/// An `@odata.id` reference to contact `n`, as `$expand=primarycontactid/$ref` returns it.
+fn contact_reference(n: u32) -> String {
+    format!(
+        r#"{{"@odata.id":"https://contoso.crm.dynamics.com{API}/contacts({})"}}"#,
+        guid(n)
+    )
+}
+
+#[tokio::test]
+async fn with_count_asks_for_the_count_and_the_page_carries_what_dataverse_counted() {
+    let server = server().await;
+    let link = format!(
+        "{}{API}/accounts?$select=accountid,name&$count=true&$skiptoken=p2",
+        server.uri()
+    );
+    page(
+        &server,
+        "accounts",
+        "$select=accountid,name&$count=true",
+        format!(
+            r#"{{"@odata.context":"x","@odata.count":5000,"@Microsoft.Dynamics.CRM.totalrecordcount":5000,"@Microsoft.Dynamics.CRM.totalrecordcountlimitexceeded":true,"value":[{}],"@odata.nextLink":"{link}"}}"#,
+            account_row(&guid(1), "A")
+        ),
+        1,
+    )
+    .await;
+    page(
+        &server,
+        "accounts",
+        query_of(&link),
+        format!(r#"{{"value":[{}]}}"#, account_row(&guid(2), "B")),
+        1,
+    )
+    .await;
+
+    let pages = collect(
+        EntitySource::new(client(&server), account_metadata(false))
+            .with_columns(["name"])
+            .with_mode(ReadMode::Full)
+            .with_count(true),
+    )
+    .await;
+
+    let counts = pages[0].counts;
+    assert_eq!(counts.count, Some(5000));
+    assert_eq!(counts.total_record_count, Some(5000));
+    assert_eq!(counts.total_record_count_limit_exceeded, Some(true));
+    assert_eq!(pages[1].counts, PageCounts::default(), "not on this page");
+    let prefer: Vec<String> = requests(&server)
+        .await
+        .iter()
+        .map(|r| {
+            r.headers
+                .get("prefer")
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(prefer.len(), 2);
+    assert!(
+        prefer.iter().all(|p| p
+            == "odata.maxpagesize=5000,odata.include-annotations=\"Microsoft.Dynamics.CRM.totalrecordcount,Microsoft.Dynamics.CRM.totalrecordcountlimitexceeded\""),
+        "{prefer:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_count_that_is_not_a_number_is_a_decode_error_naming_the_page() {
+    let server = server().await;
+    page(
+        &server,
+        "accounts",
+        "$select=accountid&$count=true",
+        r#"{"@odata.count":"many","value":[]}"#.to_owned(),
+        1,
+    )
+    .await;
+    let error = EntitySource::new(client(&server), account_metadata(false))
+        .with_mode(ReadMode::Full)
+        .with_count(true)
+        .pages()
+        .next()
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Decode);
+    assert!(error.to_string().contains("page 1 of `account`"), "{error}");
+}
+
+#[test]
+fn an_expanded_lookup_never_replaces_the_id_and_a_reference_gives_it() {
+    let expanded = format!(
+        r#"{{"@odata.etag":"W/\"7\"","fullname":"Ann","contactid":"{}"}}"#,
+        guid(9)
+    );
+    let body = format!(
+        r#"{{"value":[
+            {{"accountid":"{a1}","_primarycontactid_value":"{c1}","_primarycontactid_value@Microsoft.Dynamics.CRM.lookuplogicalname":"contact","primarycontactid":{expanded}}},
+            {{"accountid":"{a2}","primarycontactid":{expanded},"_primarycontactid_value":"{c1}"}},
+            {{"accountid":"{a3}","primarycontactid":{reference}}},
+            {{"accountid":"{a4}","primarycontactid":{expanded}}},
+            {{"accountid":"{a5}","_primarycontactid_value":null,"primarycontactid":null}}
+        ]}}"#,
+        a1 = guid(1),
+        a2 = guid(2),
+        a3 = guid(3),
+        a4 = guid(4),
+        a5 = guid(5),
+        c1 = guid(11),
+        reference = contact_reference(13),
+    );
+    let changes = RecordDecoder::new(account_metadata(false))
+        .decode_changes(body.as_bytes())
+        .unwrap();
+    let contact_of = |i: usize| changes[i].record().unwrap().get("primarycontactid");
+
+    // Whichever comes first, the field holds the id of `_primarycontactid_value`.
+    let first = contact_of(0).unwrap();
+    assert_eq!(first.value, Value::String(guid(11)));
+    assert_eq!(first.lookup_entity.as_deref(), Some("contact"));
+    assert_eq!(contact_of(1).unwrap().value, Value::String(guid(11)));
+    // A `$ref` object gives the id it points at.
+    assert_eq!(contact_of(2).unwrap().value, Value::String(guid(13)));
+    // An expanded record alone is left out: the id is not guessed from it.
+    assert_eq!(contact_of(3), None);
+    assert_eq!(contact_of(4).unwrap().value, Value::Null);
+    for change in &changes {
+        let record = change.record().unwrap();
+        assert!(
+            record
+                .fields()
+                .all(|(_, f)| !matches!(f.value, Value::Json(_))),
+            "{record:?}"
+        );
+    }
+}
+
+#[test]
+fn a_reference_without_an_id_is_an_error_naming_the_record_and_column() {
+    let body = format!(
+        r#"{{"value":[{{"accountid":"{}","primarycontactid":{{"@odata.id":"https://contoso.crm.dynamics.com{API}/contacts"}}}}]}}"#,
+        guid(1)
+    );
+    let error = RecordDecoder::new(account_metadata(false))
+        .decode_changes(body.as_bytes())
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Decode);
+    let message = error.to_string();
+    assert!(
+        message.contains("record 1, column `primarycontactid`")
+            && message.contains("does not end with the record's id"),
+        "{message}"
+    );
+}
+
 #[test]
 fn read_modes_are_snake_case_serde() {
     for (mode, text) in [
@@ -1170,4 +1383,57 @@ async fn a_page_that_links_to_itself_stops_the_read_instead_of_looping() {
     assert!(error.to_string().contains("links to itself"), "{error}");
     assert!(!error.to_string().contains("skiptoken"), "{error}");
     assert!(pages.try_next().await.unwrap().is_none(), "the stream ends");
+}
+
+/// Pages 1 to `last` of two accounts each, page `n` linking to page `n + 1` and the last page
+/// linking back to page `back_to`: a cycle of length `last - back_to + 1`. Each page may be
+/// requested once.
+async fn mount_cycle(server: &MockServer, last: u32, back_to: u32) {
+    for number in 1..=last {
+        let query = if number == 1 {
+            "$select=accountid,name,_primarycontactid_value".to_owned()
+        } else {
+            query_of(&next_link(server, number)).to_owned()
+        };
+        let next = next_link(server, if number == last { back_to } else { number + 1 });
+        page(
+            server,
+            "accounts",
+            &query,
+            format!(
+                r#"{{"@odata.context":"x","value":[{}],"@odata.nextLink":"{next}"}}"#,
+                account_row(&guid(number), "A")
+            ),
+            1,
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn a_next_link_cycle_ends_the_read_with_an_error_naming_the_link() {
+    for (last, back_to) in [(3, 2), (4, 2)] {
+        let server = server().await;
+        mount_cycle(&server, last, back_to).await;
+
+        let mut pages = three_page_source(&server).pages();
+        for number in 1..last {
+            assert_eq!(pages.try_next().await.unwrap().unwrap().number, number);
+        }
+        let error = pages.try_next().await.unwrap_err();
+
+        assert_eq!(error.kind(), ErrorKind::Protocol);
+        let message = error.to_string();
+        assert!(
+            message.contains(&format!("page {last} of `account` links back to a page")),
+            "{message}"
+        );
+        assert!(
+            message
+                .contains("/api/data/v9.2/accounts?$select=accountid,name,_primarycontactid_value"),
+            "names the link: {message}"
+        );
+        assert!(!message.contains("cookie"), "no skiptoken value: {message}");
+        assert!(pages.try_next().await.unwrap().is_none(), "the stream ends");
+    }
 }

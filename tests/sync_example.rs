@@ -417,3 +417,27 @@ async fn db_with_out_or_a_url_of_another_database_exits_2() {
     assert_eq!(other.code, 2);
     assert!(other.stderr.contains("postgres://"), "{}", other.stderr);
 }
+
+#[tokio::test]
+async fn a_full_disk_is_reported_with_the_path_and_the_reason() {
+    if !std::path::Path::new("/dev/full").exists() {
+        return; // only Linux has a device that is always full
+    }
+    let crm = StandIn::with_sample_data().await;
+    let dir = scratch("full");
+    let job = dir.join("job.json");
+    fs::write(&job, job_file().to_string()).unwrap();
+
+    let outcome = run_sync(
+        &["--job", job.to_str().unwrap(), "--out", "/dev/full"],
+        environment(&crm),
+    )
+    .await;
+
+    assert_ne!(outcome.code, 0);
+    let said = format!("{}{}", outcome.stdout, outcome.stderr);
+    assert!(
+        said.contains("could not write to /dev/full: No space left on device"),
+        "{said}"
+    );
+}

@@ -1,11 +1,10 @@
 //! The Entra ID v2.0 token endpoint: requests, responses, and errors turned into guidance.
 
 use super::config::TenantId;
-use crate::client::transport_error;
 use crate::error::{Error, ErrorKind, Result};
-use crate::retry::RetryPolicy;
+use crate::transport::{HttpResponse, Transport, classify, retry_after};
 use reqwest::StatusCode;
-use reqwest::header::{self, HeaderMap};
+use reqwest::header;
 use serde::Deserialize;
 use std::fmt;
 use std::time::Duration;
@@ -90,34 +89,33 @@ pub(crate) struct TokenResponse {
     pub scopes: Vec<String>,
 }
 
-/// Sends token requests to one token endpoint through the connection's no-redirect client,
-/// retrying per policy.
+/// Sends token requests to one token endpoint through the transport (no redirects, the
+/// options' retry policy). Its errors, once retried, are marked exhausted, so the Web API
+/// client never retries a token request again.
 #[derive(Clone)]
 pub(crate) struct TokenEndpoint {
-    http: reqwest::Client,
+    transport: Transport,
     url: Url,
-    retry: RetryPolicy,
 }
 
 impl fmt::Debug for TokenEndpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenEndpoint")
             .field("url", &self.url.as_str())
-            .field("retry", &self.retry)
             .finish_non_exhaustive()
     }
 }
 
 impl TokenEndpoint {
-    pub(crate) fn new(http: reqwest::Client, url: Url, retry: RetryPolicy) -> Self {
-        Self { http, url, retry }
+    pub(crate) fn new(transport: Transport, url: Url) -> Self {
+        Self { transport, url }
     }
 
     /// Sends `form` and returns the tokens, or an error that says what to do.
     pub(crate) async fn request(&self, grant: Grant, form: TokenForm) -> Result<TokenResponse> {
         let body = form.encode();
-        self.retry
-            .run(|| self.request_once(grant, &form, body.clone()))
+        self.transport
+            .retrying(|| self.request_once(grant, &form, body.clone()))
             .await
     }
 
@@ -127,22 +125,22 @@ impl TokenEndpoint {
         form: &TokenForm,
         body: String,
     ) -> Result<TokenResponse> {
-        let response = self
-            .http
+        let request = self
+            .transport
+            .http()
             .post(self.url.clone())
             .header(header::ACCEPT, "application/json")
             .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .body(body)
-            .send()
+            .body(body);
+        let response = self
+            .transport
+            .send(request)
             .await
-            .map_err(|e| transport_error(e).with_context("Entra ID token endpoint"))?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = response.bytes().await.map_err(transport_error)?;
-        if status.is_success() {
-            return parse_success(&bytes);
+            .map_err(|e| e.with_context("Entra ID token endpoint"))?;
+        if response.status.is_success() {
+            return parse_success(&response.body);
         }
-        Err(error_from_response(grant, status, &headers, &bytes, form))
+        Err(error_from_response(grant, &response, form))
     }
 }
 
@@ -246,28 +244,23 @@ impl OAuthError {
     }
 }
 
-fn error_from_response(
-    grant: Grant,
-    status: StatusCode,
-    headers: &HeaderMap,
-    body: &[u8],
-    form: &TokenForm,
-) -> Error {
-    let retry_after = crate::client::retry_after(headers);
-    if status.is_redirection() {
-        return Error::new(
+fn error_from_response(grant: Grant, response: &HttpResponse, form: &TokenForm) -> Error {
+    let status = response.status;
+    let parsed = serde_json::from_slice::<OAuthError>(&response.body)
+        .ok()
+        .filter(|e| !e.error.is_empty());
+    let verdict = classify(
+        status.as_u16(),
+        parsed.as_ref().map(|oauth| oauth.error.as_str()),
+    );
+    let error = match parsed {
+        _ if verdict.kind == ErrorKind::Protocol => Error::new(
             ErrorKind::Protocol,
             format!(
                 "the token endpoint answered with a redirect (HTTP {}); redirects are never followed so credentials stay with Entra ID; check the authority URL",
                 status.as_u16()
             ),
-        )
-        .with_status(status.as_u16());
-    }
-    let parsed = serde_json::from_slice::<OAuthError>(body)
-        .ok()
-        .filter(|e| !e.error.is_empty());
-    let error = match parsed {
+        ),
         Some(oauth) => {
             let oauth = OAuthError {
                 error_description: oauth.error_description.map(|d| form.scrub(&d)),
@@ -275,37 +268,35 @@ fn error_from_response(
             };
             guidance(grant, Some(status), &oauth)
         }
-        None => {
-            let status_part = format!(
-                "HTTP {} {}",
-                status.as_u16(),
-                status.canonical_reason().unwrap_or("error")
-            );
-            match status.as_u16() {
-                429 => Error::new(
-                    ErrorKind::Throttled,
-                    format!("Entra ID is throttling token requests ({status_part}); retry later"),
-                ),
-                500..=599 => Error::new(
-                    ErrorKind::Service,
-                    format!("Entra ID is temporarily unavailable ({status_part}); try again later"),
-                )
-                .with_retryable(true),
-                _ => Error::new(
-                    ErrorKind::Service,
-                    format!(
-                        "the token endpoint answered {status_part} without an OAuth error; check the authority URL and the tenant"
-                    ),
-                ),
-            }
-        }
+        None => without_oauth_error(verdict.kind, status),
     };
     let error = error.with_status(status.as_u16());
-    if status.as_u16() == 429 || status.is_server_error() {
-        error.with_retryable(true).with_retry_after(retry_after)
+    if verdict.retryable {
+        error
+            .with_retryable(true)
+            .with_retry_after(retry_after(&response.headers))
     } else {
         error
     }
+}
+
+/// The error for an answer that carries no OAuth error.
+fn without_oauth_error(kind: ErrorKind, status: StatusCode) -> Error {
+    let status_part = format!(
+        "HTTP {} {}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("error")
+    );
+    let message = match status.as_u16() {
+        429 => format!("Entra ID is throttling token requests ({status_part}); retry later"),
+        500..=599 => {
+            format!("Entra ID is temporarily unavailable ({status_part}); try again later")
+        }
+        _ => format!(
+            "the token endpoint answered {status_part} without an OAuth error; check the authority URL and the tenant"
+        ),
+    };
+    Error::new(kind, message)
 }
 
 /// Turns an Entra OAuth error into an [`Error`] whose message says what to do. The

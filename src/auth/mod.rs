@@ -8,14 +8,14 @@ mod oauth;
 mod pkce;
 mod store;
 mod token;
-mod whoami;
 
 pub use code_flow::{AuthorizationRequest, AuthorizeOptions, Prompt};
 pub use config::{EntraApp, EntraAppBuilder, ResourceScope, TenantId};
 pub use oauth::{DEFAULT_REFRESH_MARGIN, OAuthAuthorizer, OAuthAuthorizerBuilder};
 pub use store::{MemoryTokenStore, StoreError, TokenStore};
 pub use token::TokenSet;
-pub use whoami::{WhoAmI, who_am_i};
+
+pub(crate) use config::is_guid;
 
 use crate::error::{Error, Result};
 use crate::secret::AccessToken;

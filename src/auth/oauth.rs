@@ -7,11 +7,10 @@ use super::config::{EntraApp, ResourceScope};
 use super::entra::{Grant, TokenEndpoint, TokenForm, TokenResponse, endpoint_url};
 use super::store::{MemoryTokenStore, StoreError, TokenStore};
 use super::token::TokenSet;
-use crate::client::http_client;
 use crate::connection::{Connection, InstanceUrl};
 use crate::error::{Error, ErrorKind, Result};
-use crate::retry::{Clock, RetryPolicy, SystemClock};
 use crate::secret::{AccessToken, RefreshToken};
+use crate::transport::{ClientOptions, Clock, Transport};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::fmt;
@@ -425,8 +424,7 @@ pub struct OAuthAuthorizerBuilder {
     store: Option<Arc<dyn TokenStore>>,
     tokens: Option<TokenSet>,
     refresh_margin: Duration,
-    retry: RetryPolicy,
-    clock: Arc<dyn Clock>,
+    options: ClientOptions,
 }
 
 impl fmt::Debug for OAuthAuthorizerBuilder {
@@ -450,8 +448,7 @@ impl OAuthAuthorizerBuilder {
             store: None,
             tokens: None,
             refresh_margin: DEFAULT_REFRESH_MARGIN,
-            retry: RetryPolicy::default(),
-            clock: Arc::new(SystemClock),
+            options: ClientOptions::default(),
         }
     }
 
@@ -475,17 +472,12 @@ impl OAuthAuthorizerBuilder {
         self
     }
 
-    /// How token requests are retried (`temporarily_unavailable`, HTTP 429 and 5xx, network
-    /// failures). Default: [`RetryPolicy::default`].
-    pub fn with_retry_policy(mut self, retry: RetryPolicy) -> Self {
-        self.retry = retry;
-        self
-    }
-
-    /// The clock that decides when a token is due for refresh. Default: [`SystemClock`]. With a
-    /// [`crate::VirtualClock`], a `sleep` moves token expiry time forward in tests.
-    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = clock;
+    /// How token requests are sent: timeouts, user agent, retries (`temporarily_unavailable`,
+    /// HTTP 429, 502-504, network failures) and the clock that decides when a token is due
+    /// for refresh (with a [`crate::VirtualClock`], a `sleep` moves token expiry time forward
+    /// in tests). Default: [`ClientOptions::default`].
+    pub fn with_client_options(mut self, options: ClientOptions) -> Self {
+        self.options = options;
         self
     }
 
@@ -516,7 +508,8 @@ impl OAuthAuthorizerBuilder {
         let authority = self.connection.authority();
         let token_url = endpoint_url(authority, tenant, "token")?;
         let authorize_endpoint = endpoint_url(authority, tenant, "authorize")?;
-        let http = http_client(&self.connection)?;
+        let clock = Arc::clone(self.options.clock());
+        let transport = Transport::new(self.options)?;
         let state = State {
             loaded: self.tokens.is_some(),
             tokens: self.tokens,
@@ -528,12 +521,12 @@ impl OAuthAuthorizerBuilder {
                 app: self.app,
                 instance,
                 authorize_endpoint,
-                endpoint: TokenEndpoint::new(http, token_url, self.retry),
+                endpoint: TokenEndpoint::new(transport, token_url),
                 store: self
                     .store
                     .unwrap_or_else(|| Arc::new(MemoryTokenStore::new())),
                 refresh_margin: self.refresh_margin,
-                clock: WallClock::new(self.clock),
+                clock: WallClock::new(clock),
                 state: Mutex::new(state),
             }),
         })

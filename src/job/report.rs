@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::io::Write;
+use std::time::Duration;
 
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,6 +69,14 @@ pub struct SyncReport {
     /// deletions, for example).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Requests Dataverse refused for its service protection limits (HTTP 429) during the
+    /// run; each was retried after the wait the server asked for. Counted on the client, so
+    /// jobs sharing a client at the same time count each other's refusals too.
+    #[serde(default)]
+    pub throttled: u64,
+    /// How long the run's requests were paused by throttling in all.
+    #[serde(default, with = "seconds")]
+    pub throttled_for: Duration,
     /// The error that stopped a failed run.
     pub error: Option<String>,
     /// Where the next run resumes; store it and pass it back. `None` if nothing was accepted
@@ -128,6 +137,14 @@ impl fmt::Display for SyncReport {
             "  read {}, inserted {}, updated {}, upserted {}, deleted {}, skipped {}, failed {}",
             c.read, c.inserted, c.updated, c.upserted, c.deleted, c.skipped, c.failed
         )?;
+        if self.throttled > 0 {
+            write!(
+                f,
+                "\n  throttled: {} requests refused by service protection limits, {:.1}s waited",
+                self.throttled,
+                self.throttled_for.as_secs_f64()
+            )?;
+        }
         if self.full_resync {
             write!(f, "\n  a full resync was required and run")?;
             if let Some(reason) = &self.resync_reason {
@@ -157,5 +174,20 @@ impl fmt::Display for SyncReport {
             write!(f, "\n  ... and {} more failures", self.failures.len() - 5)?;
         }
         Ok(())
+    }
+}
+
+/// A `Duration` as seconds (with fractions), for the JSON activity-log form.
+mod seconds {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_f64(value.as_secs_f64())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        Duration::try_from_secs_f64(f64::deserialize(deserializer)?)
+            .map_err(serde::de::Error::custom)
     }
 }

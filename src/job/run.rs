@@ -100,6 +100,7 @@ impl SyncJob {
         options: RunOptions<'_>,
     ) -> Result<SyncReport> {
         self.check()?;
+        let throttling_before = client.throttle_stats();
         let metadata = match options.metadata.clone() {
             Some(metadata) if metadata.logical_name() != self.source.entity => {
                 return Err(Error::config(format!(
@@ -167,6 +168,7 @@ impl SyncJob {
             }
             Ok(Ending::Finished) => SyncStatus::PartialSuccess,
         };
+        let throttling = client.throttle_stats().since(&throttling_before);
         Ok(SyncReport {
             job: self.name.clone(),
             status,
@@ -177,6 +179,8 @@ impl SyncJob {
             full_resync: run.full_resync,
             resync_reason,
             warnings,
+            throttled: throttling.refused(),
+            throttled_for: throttling.paused,
             error: ending.err().map(|e| e.to_string()),
             checkpoint: run.checkpoint,
         })

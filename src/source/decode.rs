@@ -5,7 +5,7 @@
 //! text ([`Number::parse`]), strings without escapes are copied straight out of the body, and
 //! annotations are attached to their property as they come.
 
-use super::page::RecordChange;
+use super::page::{PageCounts, RecordChange};
 use crate::client::{FORMATTED_VALUE_ANNOTATION, LOOKUP_TABLE_ANNOTATION};
 use crate::error::{Error, Result};
 use crate::metadata::EntityMetadata;
@@ -13,7 +13,7 @@ use crate::value::{Field, Number, Record, Value};
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
@@ -23,11 +23,15 @@ use std::sync::Arc;
 /// - `_<name>_value` properties of lookup, Customer and Owner columns become the field
 ///   `<name>`, with the `lookuplogicalname` annotation in [`Field::lookup_entity`]; other
 ///   properties keep their name.
+/// - The lookup's navigation property of the same name (`<name>`, sent with `$expand`) never
+///   replaces that id: a `$ref` object (`{"@odata.id": ".../contacts(<id>)"}`) gives the id
+///   when `_<name>_value` is absent, and an expanded record is left out.
 /// - `<name>@OData.Community.Display.V1.FormattedValue` goes to [`Field::formatted`];
 ///   `@odata.*` and other annotations are skipped.
 /// - Numbers keep every digit ([`Number`]); dates stay the strings Dataverse sent (`2024-04-10`
 ///   for DateOnly columns, UTC `2024-06-12T14:13:25Z` for the others).
-/// - A record without its primary id is an error naming its position, never dropped.
+/// - A record without its primary id is an error naming its position, never dropped; so is a
+///   `$ref` response (links, not records).
 ///
 /// Use it on pages fetched some other way, in tests, or in benchmarks.
 #[derive(Debug, Clone)]
@@ -35,6 +39,8 @@ pub struct RecordDecoder {
     metadata: Arc<EntityMetadata>,
     /// `_<name>_value` to `<name>` for every lookup column.
     lookups: HashMap<String, String>,
+    /// `<name>` of every lookup column: its navigation property when expanded.
+    navigations: HashSet<String>,
 }
 
 /// A decoded collection page.
@@ -43,24 +49,28 @@ pub(crate) struct DecodedPage {
     pub changes: Vec<RecordChange>,
     pub next_link: Option<String>,
     pub delta_link: Option<String>,
+    pub counts: PageCounts,
 }
 
 impl RecordDecoder {
     /// A decoder for records of the table `metadata` describes.
     pub fn new(metadata: impl Into<Arc<EntityMetadata>>) -> Self {
         let metadata = metadata.into();
-        let lookups = metadata
+        let navigations: HashSet<String> = metadata
             .attributes()
             .iter()
             .filter(|a| a.attribute_type().is_lookup())
-            .map(|a| {
-                (
-                    format!("_{}_value", a.logical_name()),
-                    a.logical_name().to_owned(),
-                )
-            })
+            .map(|a| a.logical_name().to_owned())
             .collect();
-        Self { metadata, lookups }
+        let lookups = navigations
+            .iter()
+            .map(|name| (format!("_{name}_value"), name.clone()))
+            .collect();
+        Self {
+            metadata,
+            lookups,
+            navigations,
+        }
     }
 
     /// The table's metadata.
@@ -113,6 +123,12 @@ impl RecordDecoder {
         }
         name
     }
+
+    /// Whether property `name` holding `raw` is the navigation property of a lookup: an
+    /// object (expanded or `$ref`) or null under the lookup's logical name.
+    fn is_navigation(&self, name: &str, raw: &str) -> bool {
+        matches!(raw.as_bytes().first(), Some(b'{' | b'n')) && self.navigations.contains(name)
+    }
 }
 
 /// A map key, borrowed from the body unless it holds escapes.
@@ -140,7 +156,7 @@ impl<'de> de::Deserialize<'de> for Key<'de> {
     }
 }
 
-/// The page object: `value`, `@odata.nextLink`, `@odata.deltaLink`.
+/// The page object: `value`, `@odata.nextLink`, `@odata.deltaLink` and the counts.
 struct PageSeed<'a> {
     decoder: &'a RecordDecoder,
 }
@@ -163,6 +179,7 @@ impl<'de> Visitor<'de> for PageSeed<'_> {
         let mut changes = None;
         let mut next_link = None;
         let mut delta_link = None;
+        let mut counts = PageCounts::default();
         while let Some(Key(key)) = map.next_key()? {
             match key.as_ref() {
                 "value" => {
@@ -172,6 +189,13 @@ impl<'de> Visitor<'de> for PageSeed<'_> {
                 }
                 "@odata.nextLink" => next_link = Some(map.next_value::<String>()?),
                 "@odata.deltaLink" => delta_link = Some(map.next_value::<String>()?),
+                "@odata.count" => counts.count = Some(map.next_value()?),
+                "@Microsoft.Dynamics.CRM.totalrecordcount" => {
+                    counts.total_record_count = Some(map.next_value()?);
+                }
+                "@Microsoft.Dynamics.CRM.totalrecordcountlimitexceeded" => {
+                    counts.total_record_count_limit_exceeded = Some(map.next_value()?);
+                }
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -184,6 +208,7 @@ impl<'de> Visitor<'de> for PageSeed<'_> {
             changes,
             next_link,
             delta_link,
+            counts,
         })
     }
 }
@@ -258,39 +283,36 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let decoder = self.decoder;
         let position = self.index + 1;
-        let mut fields: Vec<(Cow<'de, str>, Field)> = Vec::new();
-        // Annotations whose property has not been seen yet (Dataverse sends them first).
-        let mut pending: Vec<(Cow<'de, str>, Annotation)> = Vec::new();
-        let mut deleted = false;
+        let mut row = Row::default();
         while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
             match key.find('@') {
                 None => {
                     let raw: &'de RawValue = map.next_value()?;
-                    let value = value_from_raw(raw.get()).map_err(|e| {
+                    let in_column = |e: String| {
                         de::Error::custom(format_args!("record {position}, column `{key}`: {e}"))
-                    })?;
-                    let name = decoder.field_name(key);
-                    let mut field = Field::new(value);
-                    if !pending.is_empty() {
-                        let mut i = 0;
-                        while i < pending.len() {
-                            if pending[i].0 == name {
-                                pending.swap_remove(i).1.apply(&mut field);
-                            } else {
-                                i += 1;
-                            }
+                    };
+                    if decoder.is_navigation(&key, raw.get()) {
+                        if let Some(id) = navigation_id(raw.get()).map_err(in_column)? {
+                            row.navigated.push((key, id));
                         }
+                    } else {
+                        let value = value_from_raw(raw.get()).map_err(in_column)?;
+                        row.push(decoder.field_name(key), value);
                     }
-                    fields.push((name, field));
                 }
                 Some(0) => match key.as_ref() {
                     "@odata.context" => {
                         let context: Cow<'de, str> = map.next_value::<Key<'de>>()?.0;
-                        deleted |= context.ends_with("$deletedEntity");
+                        row.deleted |= context.ends_with("$deletedEntity");
                     }
+                    "@odata.etag" => row.etag = map.next_value::<Option<String>>()?,
                     "@removed" | "@odata.removed" => {
                         map.next_value::<IgnoredAny>()?;
-                        deleted = true;
+                        row.deleted = true;
+                    }
+                    "@odata.id" => {
+                        map.next_value::<IgnoredAny>()?;
+                        row.reference = true;
                     }
                     _ => {
                         map.next_value::<IgnoredAny>()?;
@@ -316,55 +338,137 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
                         Cow::Borrowed(k) => Cow::Borrowed(&k[..at]),
                         Cow::Owned(ref k) => Cow::Owned(k[..at].to_owned()),
                     };
-                    pending.push((decoder.field_name(property), annotation));
+                    row.pending.push((decoder.field_name(property), annotation));
                 }
             }
         }
-        // Annotations that came after their property, or without one.
-        for (name, annotation) in pending {
-            match fields.iter_mut().find(|(n, _)| *n == name) {
+        row.into_change(&decoder.metadata, position)
+            .map_err(de::Error::custom)
+    }
+}
+
+/// What one row's properties have given so far.
+#[derive(Default)]
+struct Row<'de> {
+    fields: Vec<(Cow<'de, str>, Field)>,
+    /// Annotations whose property has not been seen yet (Dataverse sends them first).
+    pending: Vec<(Cow<'de, str>, Annotation)>,
+    /// Lookup ids given by navigation properties, used where `_<name>_value` is absent.
+    navigated: Vec<(Cow<'de, str>, Value)>,
+    /// A `$deletedEntity` context or an `@removed` marker was seen.
+    deleted: bool,
+    /// An `@odata.id` was seen.
+    reference: bool,
+    /// The row's version (`@odata.etag`).
+    etag: Option<String>,
+}
+
+impl<'de> Row<'de> {
+    /// Adds the field `name`, with the annotations that came before it.
+    fn push(&mut self, name: Cow<'de, str>, value: Value) {
+        let mut field = Field::new(value);
+        let mut i = 0;
+        while i < self.pending.len() {
+            if self.pending[i].0 == name {
+                self.pending.swap_remove(i).1.apply(&mut field);
+            } else {
+                i += 1;
+            }
+        }
+        self.fields.push((name, field));
+    }
+
+    /// Adds the ids of navigation properties where `_<name>_value` was absent, then the
+    /// annotations that came after their property (or without one).
+    fn complete(&mut self) {
+        for (name, id) in std::mem::take(&mut self.navigated) {
+            if !self.fields.iter().any(|(n, _)| *n == name) {
+                self.fields.push((name, Field::new(id)));
+            }
+        }
+        for (name, annotation) in std::mem::take(&mut self.pending) {
+            match self.fields.iter_mut().find(|(n, _)| *n == name) {
                 Some((_, field)) => annotation.apply(field),
                 None => {
                     let mut field = Field::new(Value::Null);
                     annotation.apply(&mut field);
-                    fields.push((name, field));
+                    self.fields.push((name, field));
                 }
             }
         }
-        if deleted {
-            let primary = decoder.metadata.primary_id_attribute();
-            let id = fields
+    }
+
+    /// The record, or the delete, the row stands for.
+    fn into_change(
+        mut self,
+        metadata: &EntityMetadata,
+        position: usize,
+    ) -> std::result::Result<RecordChange, String> {
+        if self.reference && self.fields.is_empty() && self.navigated.is_empty() {
+            return Err(format!(
+                "record {position} is a reference (`@odata.id` only), not a record: the response answers a `$ref` request; request the records without `/$ref`"
+            ));
+        }
+        self.complete();
+        let primary = metadata.primary_id_attribute();
+        let value_of = |name: &str| {
+            self.fields
                 .iter()
-                .find(|(n, _)| n == "id" || *n == primary)
-                .and_then(|(_, f)| f.value.as_str())
+                .find(|(n, _)| n == name)
+                .map(|(_, f)| &f.value)
+        };
+        if self.deleted {
+            let id = value_of("id")
+                .or_else(|| value_of(primary))
+                .and_then(Value::as_str)
                 .ok_or_else(|| {
-                    de::Error::custom(format_args!(
-                        "record {position} is a deleted-record marker without an `id`"
-                    ))
+                    format!("record {position} is a deleted-record marker without an `id`")
                 })?;
             return Ok(RecordChange::Delete { id: id.to_owned() });
         }
-        let primary = decoder.metadata.primary_id_attribute();
-        let id = fields
-            .iter()
-            .find(|(n, _)| n == primary)
-            .map(|(_, f)| &f.value)
-            .ok_or_else(|| {
-                de::Error::custom(format_args!(
-                    "record {position} has no primary id `{primary}`"
-                ))
-            })?;
-        let Value::String(id) = id else {
-            return Err(de::Error::custom(format_args!(
-                "record {position} has a primary id `{primary}` that is not a string"
-            )));
+        let id = match value_of(primary) {
+            Some(Value::String(id)) => id.clone(),
+            Some(_) => {
+                return Err(format!(
+                    "record {position} has a primary id `{primary}` that is not a string"
+                ));
+            }
+            None => return Err(format!("record {position} has no primary id `{primary}`")),
         };
-        let mut record = Record::new(id.clone());
-        for (name, field) in fields {
+        let mut record = Record::new(id);
+        record.set_etag(self.etag);
+        for (name, field) in self.fields {
             record.insert(name.into_owned(), field);
         }
         Ok(RecordChange::Upsert(record))
     }
+}
+
+/// The id a lookup's navigation property gives: null, the id a `$ref` object
+/// (`{"@odata.id": ".../contacts(<id>)"}`) points at, or `None` for an expanded record, which
+/// is left out.
+fn navigation_id(raw: &str) -> std::result::Result<Option<Value>, String> {
+    #[derive(serde::Deserialize)]
+    struct Reference {
+        #[serde(rename = "@odata.id")]
+        link: Option<String>,
+    }
+    if raw.starts_with('n') {
+        return Ok(Some(Value::Null));
+    }
+    let reference: Reference = serde_json::from_str(raw).map_err(|e| e.to_string())?;
+    let Some(link) = reference.link else {
+        return Ok(None);
+    };
+    link.strip_suffix(')')
+        .and_then(|rest| rest.rsplit_once('('))
+        .map(|(_, id)| id)
+        .filter(|id| !id.is_empty() && !id.contains(['=', '\'', '/', '(']))
+        .map(|id| Some(Value::String(id.to_owned())))
+        .ok_or_else(|| {
+            "its `@odata.id` does not end with the record's id in parentheses (`.../contacts(<id>)`)"
+                .to_owned()
+        })
 }
 
 /// A property value from its raw JSON text.

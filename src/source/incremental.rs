@@ -9,6 +9,8 @@ use crate::client::{DataverseClient, Prefer};
 use crate::error::{Error, ErrorKind, Result};
 use crate::metadata::EntityMetadata;
 use chrono::{DateTime, Utc};
+use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use url::Url;
 
@@ -33,6 +35,9 @@ pub(super) struct Reader {
     since: Option<Watermark>,
     /// `modified_on`: the watermark reached so far.
     reached: Option<Watermark>,
+    /// Hashes of every URL this read has requested or will request next: a next link among
+    /// them would read pages again, forever.
+    followed: HashSet<u64>,
 }
 
 impl std::fmt::Debug for Reader {
@@ -62,6 +67,7 @@ impl Reader {
             pages: 0,
             since: None,
             reached: None,
+            followed: HashSet::new(),
         }
     }
 
@@ -85,6 +91,7 @@ impl Reader {
         since: Option<Watermark>,
         reached: Option<Watermark>,
     ) {
+        self.followed.insert(link_hash(&url));
         self.next = Some(url);
         self.pages = pages;
         self.since = since;
@@ -197,11 +204,17 @@ impl Reader {
 
         let position = if let Some(link) = decoded.next_link {
             let next = self.check_link(&link, &format!("next link of page {number}"))?;
-            if next == url {
+            if !self.followed.insert(link_hash(&next)) {
+                let whither = if next == url {
+                    "to itself as its next page"
+                } else {
+                    "back to a page this read already requested"
+                };
                 return Err(Error::new(
                     ErrorKind::Protocol,
                     format!(
-                        "page {number} of `{table}` links to itself as its next page; stopped instead of reading it forever"
+                        "page {number} of `{table}` links {whither} (`{}`); stopped instead of reading the same pages forever",
+                        without_tokens(&next)
                     ),
                 ));
             }
@@ -243,6 +256,7 @@ impl Reader {
             },
             number,
             last,
+            counts: decoded.counts,
         })
     }
 
@@ -271,13 +285,14 @@ impl Reader {
                         self.base.entity
                     ))
                 })?;
-            let seen = self.since.as_ref().is_some_and(|since| {
-                since.modified_on == modified_on && since.ids.contains(record.id())
-            });
-            if seen {
+            if self
+                .since
+                .as_ref()
+                .is_some_and(|since| since.has_seen(modified_on, record))
+            {
                 continue;
             }
-            Watermark::advance(&mut self.reached, modified_on, record.id());
+            Watermark::advance(&mut self.reached, modified_on, record);
             kept.push(change);
         }
         Ok(kept)
@@ -308,6 +323,30 @@ impl Reader {
             resync = resync.with_status(status);
         }
         resync.with_source(error)
+    }
+}
+
+/// A 64-bit hash of a link: enough to recognise it again without keeping its (long) text.
+fn link_hash(url: &Url) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    url.as_str().hash(&mut hasher);
+    hasher.finish()
+}
+
+/// The path and query of `url` without its paging and delta tokens.
+fn without_tokens(url: &Url) -> String {
+    let kept: Vec<&str> = url
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .filter(|part| {
+            !part.is_empty() && !part.contains("skiptoken") && !part.contains("deltatoken")
+        })
+        .collect();
+    if kept.is_empty() {
+        url.path().to_owned()
+    } else {
+        format!("{}?{}", url.path(), kept.join("&"))
     }
 }
 

@@ -7,7 +7,7 @@ mod page;
 
 pub use checkpoint::{Checkpoint, ReadMode};
 pub use decode::RecordDecoder;
-pub use page::{Page, RecordChange};
+pub use page::{Page, PageCounts, RecordChange};
 
 use crate::client::{DataverseClient, Prefer};
 use crate::error::{Error, ErrorKind, Result};
@@ -84,6 +84,7 @@ pub struct EntitySource {
     page_size: u32,
     formatted_values: bool,
     lookup_tables: bool,
+    count: bool,
     mode: ReadMode,
     checkpoint: Option<Checkpoint>,
 }
@@ -100,6 +101,7 @@ impl EntitySource {
             page_size: DEFAULT_PAGE_SIZE,
             formatted_values: false,
             lookup_tables: false,
+            count: false,
             mode: ReadMode::Auto,
             checkpoint: None,
         }
@@ -157,6 +159,14 @@ impl EntitySource {
     #[must_use]
     pub fn with_lookup_tables(mut self, wanted: bool) -> Self {
         self.lookup_tables = wanted;
+        self
+    }
+
+    /// Asks Dataverse to count the rows the read matches (`$count=true` on its first request),
+    /// for progress: see [`Page::counts`]. Off by default.
+    #[must_use]
+    pub fn with_count(mut self, wanted: bool) -> Self {
+        self.count = wanted;
         self
     }
 
@@ -286,6 +296,7 @@ impl EntitySource {
             max_page_size: Some(self.page_size),
             formatted_values: self.formatted_values,
             lookup_tables: self.lookup_tables,
+            total_count: self.count,
             track_changes: mode == ReadMode::ChangeTracking,
         };
         let base = Checkpoint {
@@ -317,11 +328,11 @@ impl EntitySource {
                 reader.continue_at(url, 0, None, None);
             }
             Some(Position::Watermark { watermark }) => {
-                let url = first_url(&reader, &select, watermark.as_ref())?;
+                let url = first_url(&reader, &select, watermark.as_ref(), self.count)?;
                 reader.continue_at(url, 0, watermark.clone(), watermark);
             }
             Some(Position::Complete) | None => {
-                let url = first_url(&reader, &select, None)?;
+                let url = first_url(&reader, &select, None, self.count)?;
                 reader.continue_at(url, 0, None, None);
             }
         }
@@ -371,8 +382,13 @@ impl EntitySource {
     }
 }
 
-/// The first URL of a read: `$select`, `$filter` (with the watermark), `$orderby`.
-fn first_url(reader: &Reader, select: &[String], since: Option<&Watermark>) -> Result<Url> {
+/// The first URL of a read: `$select`, `$filter` (with the watermark), `$orderby`, `$count`.
+fn first_url(
+    reader: &Reader,
+    select: &[String],
+    since: Option<&Watermark>,
+    count: bool,
+) -> Result<Url> {
     let base = reader.base();
     let metadata = reader.metadata();
     let mut query = String::from("$select=");
@@ -398,6 +414,9 @@ fn first_url(reader: &Reader, select: &[String], since: Option<&Watermark>) -> R
             &format!("{MODIFIED_ON} asc,{} asc", metadata.primary_id_attribute()),
             &mut query,
         );
+    }
+    if count {
+        query.push_str("&$count=true");
     }
     reader
         .client()

@@ -50,4 +50,26 @@ pub struct Page {
     pub number: u32,
     /// Whether this is the last page of the read.
     pub last: bool,
+    /// What Dataverse counted, when the read asked for it
+    /// ([`EntitySource::with_count`](crate::EntitySource::with_count)).
+    pub counts: PageCounts,
+}
+
+/// What Dataverse counted, as a page carries it; each `None` when the page did not carry it.
+///
+/// `count` comes with `$count=true` ([`EntitySource::with_count`](crate::EntitySource::with_count)).
+/// Dataverse counts at most 5,000 rows (500 for elastic tables); the two
+/// `total_record_count` annotations, which say whether more rows match, come only when the
+/// request's `Prefer` header asks for them, which `EntitySource` does not send yet.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PageCounts {
+    /// `@odata.count`: the rows the query matches, up to the limit, whatever the page size.
+    pub count: Option<u64>,
+    /// `@Microsoft.Dynamics.CRM.totalrecordcount`: the total Dataverse counted, up to the
+    /// limit (signed, like the SDK's `EntityCollection.TotalRecordCount`).
+    pub total_record_count: Option<i64>,
+    /// `@Microsoft.Dynamics.CRM.totalrecordcountlimitexceeded`: whether more rows match than
+    /// the limit.
+    pub total_record_count_limit_exceeded: Option<bool>,
 }

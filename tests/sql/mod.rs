@@ -385,8 +385,9 @@ impl RecordSink for KilledAt<'_> {
     }
 }
 
-/// Insert mode into a table without a key: a run killed while writing its third batch, then a
-/// new process resuming from the database's checkpoint, write every record exactly once.
+/// Insert mode into a table without a key: a run killed while writing its third batch (before
+/// or after its commit reached the database), then a new process resuming from the database's
+/// checkpoint, write every record exactly once.
 pub(crate) async fn a_killed_run_resumes_without_repeating_or_missing_a_batch(
     db: &impl TestDatabase,
 ) {
@@ -406,12 +407,17 @@ pub(crate) async fn a_killed_run_resumes_without_repeating_or_missing_a_batch(
         () = killed.killed.notified() => {}
     }
     drop(sink);
-
+    // The third batch's transaction was cut at some instant: its commit either reached the
+    // database (with the checkpoint in the same transaction) or not; never part of it.
     let count = format!("SELECT CAST(COUNT(*) AS TEXT) FROM {}", quote("Ledger"));
-    assert_eq!(
-        db.texts(&count).await[0][0].as_deref(),
-        Some("8"),
-        "two batches of four"
+    let written: u64 = db.texts(&count).await[0][0]
+        .as_deref()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        written == 8 || written == 12,
+        "whole batches of four only: {written}"
     );
     let sink = db.sink().await;
     assert!(sink.load(&job.name).await.unwrap().is_some());
@@ -419,7 +425,8 @@ pub(crate) async fn a_killed_run_resumes_without_repeating_or_missing_a_batch(
 
     assert_eq!(resumed.status, SyncStatus::Success, "{resumed}");
     assert_eq!(
-        resumed.counts.inserted, 6,
+        resumed.counts.inserted,
+        14 - written,
         "only the batches not written: {resumed}"
     );
     let rows = table_rows(db, &job).await;

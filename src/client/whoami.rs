@@ -1,7 +1,7 @@
 //! Testing a connection: `WhoAmI` proves the tokens work for the instance.
 
-use super::config::is_guid;
-use crate::client::DataverseClient;
+use super::DataverseClient;
+use crate::auth::is_guid;
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 
