@@ -20,11 +20,15 @@ use d365_connector::{
 };
 use serde_json::json;
 use sqlx::{Row, SqlitePool};
+use std::io::Write;
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 /// The SQLite file the quickstart writes (made anew on every run).
 const DATABASE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/target/quickstart.db");
+
+type Failure = Box<dyn std::error::Error>;
 
 /// A few companies and people, read back with SQL.
 const COMPANIES: &str = "SELECT \"Name\", \"Revenue\", \"City\" FROM \"Company\" WHERE \"Name\" IN ('Contoso Ltd', 'Fabrikam, Inc.') ORDER BY \"Name\"";
@@ -73,10 +77,22 @@ const CONTACTS_TO_PERSON: &str = r#"{
   "deletes": "propagate"
 }"#;
 
+#[allow(dead_code)] // `main` is unused where tests include this file as a module.
 #[tokio::main]
-async fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
+async fn main() -> Result<ExitCode, Failure> {
+    let succeeded = run(Path::new(DATABASE), &mut std::io::stdout()).await?;
+    Ok(if succeeded {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The whole quickstart, writing its tables to `database` and telling `out` what happens;
+/// says whether every job succeeded.
+pub async fn run(database: &Path, out: &mut dyn Write) -> Result<bool, Failure> {
     let crm = StandIn::with_sample_data().await;
-    println!("Stand-in Dynamics 365 instance at {}\n", crm.url());
+    writeln!(out, "Stand-in Dynamics 365 instance at {}\n", crm.url())?;
 
     // 1. Create a connection: one Dynamics instance.
     let connection = Connection::builder("Contoso (stand-in)", crm.url())
@@ -91,18 +107,19 @@ async fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
     authorizer.authorize().await?;
     let client = DataverseClient::new(connection.clone(), Arc::new(authorizer))?;
     let me = who_am_i(&client).await?;
-    println!(
+    writeln!(
+        out,
         "Authorized as user {} of organization {}\n",
         me.user_id, me.organization_id
-    );
+    )?;
 
     // 3. The out-of-the-box job: Dynamics users into the User table of a SQLite file.
-    let _ = std::fs::remove_file(DATABASE);
-    let url = format!("sqlite://{DATABASE}");
+    let _ = std::fs::remove_file(database);
+    let url = format!("sqlite://{}", database.display());
     let sink = SqlSink::connect(&url).await?;
     let users = SyncJob::user_sync(&connection);
     let report = users.run(&client, &sink, RunOptions::default()).await?;
-    println!("{report}\n");
+    writeln!(out, "{report}\n")?;
     let mut all_succeeded = report.status == SyncStatus::Success;
 
     // 4. Data sync jobs: Company first, then Person, which depends on it.
@@ -110,17 +127,17 @@ async fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
         SyncJob::from_json(ACCOUNTS_TO_COMPANY)?,
         SyncJob::from_json(CONTACTS_TO_PERSON)?,
     ])?;
-    all_succeeded &= run_chain(&chain, &client, &sink).await?;
-    let database = SqlitePool::connect(&url).await?;
-    print_rows(&database, "Company", COMPANIES).await?;
-    print_rows(&database, "Person", PEOPLE).await?;
+    all_succeeded &= run_chain(&chain, &client, &sink, out).await?;
+    let tables = SqlitePool::connect(&url).await?;
+    print_rows(&tables, "Company", COMPANIES, out).await?;
+    print_rows(&tables, "Person", PEOPLE, out).await?;
 
     // 5. Changes in Dynamics: an account updated, a contact deleted, a contact created.
     let contoso = crm
         .rows("account")
         .into_iter()
         .find(|row| row["name"] == "Contoso Ltd")
-        .expect("the sample data has Contoso");
+        .ok_or("the sample data has no Contoso Ltd")?;
     let contoso_id = contoso["accountid"].as_str().unwrap_or_default().to_owned();
     crm.upsert(
         "account",
@@ -135,20 +152,17 @@ async fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
                "_parentcustomerid_value": contoso_id,
                "_parentcustomerid_value@Microsoft.Dynamics.CRM.lookuplogicalname": "account"}),
     );
-    println!(
+    writeln!(
+        out,
         "Changed in Dynamics: Contoso's revenue and city, one contact deleted, Nestor Adams created.\n"
-    );
+    )?;
 
     // 6. The incremental pass: each job resumes from the checkpoint kept in the database.
-    all_succeeded &= run_chain(&chain, &client, &sink).await?;
-    print_rows(&database, "Company", COMPANIES).await?;
-    print_rows(&database, "Person", PEOPLE).await?;
-    println!("The tables are in {DATABASE}.");
-    Ok(if all_succeeded {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    all_succeeded &= run_chain(&chain, &client, &sink, out).await?;
+    print_rows(&tables, "Company", COMPANIES, out).await?;
+    print_rows(&tables, "Person", PEOPLE, out).await?;
+    writeln!(out, "The tables are in {}.", database.display())?;
+    Ok(all_succeeded)
 }
 
 /// Runs the chain from the checkpoints the sink keeps, prints each report, and says whether
@@ -157,7 +171,8 @@ async fn run_chain(
     chain: &JobChain,
     client: &DataverseClient,
     sink: &SqlSink,
-) -> Result<bool, Box<dyn std::error::Error>> {
+    out: &mut dyn Write,
+) -> Result<bool, Failure> {
     let mut options = ChainOptions::default();
     for job in chain.jobs() {
         if let Some(checkpoint) = sink.load(&job.name).await? {
@@ -169,11 +184,11 @@ async fn run_chain(
         match outcome {
             ChainOutcome::Ran(report) => {
                 all_succeeded &= report.status == SyncStatus::Success;
-                println!("{report}\n");
+                writeln!(out, "{report}\n")?;
             }
             other => {
                 all_succeeded = false;
-                println!("{}: {other:?}\n", other.job());
+                writeln!(out, "{}: {other:?}\n", other.job())?;
             }
         }
     }
@@ -185,11 +200,12 @@ async fn print_rows(
     database: &SqlitePool,
     title: &str,
     sql: &str,
-) -> Result<(), Box<dyn std::error::Error>> {
+    out: &mut dyn Write,
+) -> Result<(), Failure> {
     let count: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM \"{title}\""))
         .fetch_one(database)
         .await?;
-    println!("{title}: {count} rows; {sql}");
+    writeln!(out, "{title}: {count} rows; {sql}")?;
     for row in sqlx::query(sql).fetch_all(database).await? {
         let cells: Vec<String> = (0..row.len())
             .map(|i| {
@@ -197,8 +213,8 @@ async fn print_rows(
                     .unwrap_or_else(|| "NULL".to_owned())
             })
             .collect();
-        println!("  {}", cells.join(" | "));
+        writeln!(out, "  {}", cells.join(" | "))?;
     }
-    println!();
+    writeln!(out)?;
     Ok(())
 }
