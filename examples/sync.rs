@@ -4,6 +4,8 @@
 //! D365_URL=https://contoso.crm4.dynamics.com D365_TENANT_ID=<tenant> \
 //! D365_CLIENT_ID=<app id> D365_CLIENT_SECRET=<secret> \
 //! cargo run --release --example sync -- --job JOB.json [--state STATE.json] [--out OUT.jsonl] [--errors ERRORS.jsonl]
+//! cargo run --release --example sync -- --job JOB.json --db sqlite://PATH [--errors ERRORS.jsonl]
+//! cargo run --release --example sync -- --job JOB.json --db postgres://USER@HOST:PORT/DB [--errors ERRORS.jsonl]
 //! ```
 //!
 //! The connection signs in as an application user (client credentials) with
@@ -18,17 +20,21 @@
 //! (stdout when absent); failed records go to `--errors`; the report is printed as one JSON line
 //! last on stdout (on stderr when records go to stdout).
 //!
+//! With `--db`, records go to the job's target table in that database (created when missing),
+//! and the checkpoint lives there too, committed with each batch: `--state` and `--out` are not
+//! used.
+//!
 //! Exit codes: 0 Success or PartialSuccess, 1 Failed (or cancelled), 2 a bad job file, bad
 //! environment or mapping violations (each printed).
 
 use d365_connector::{
-    Checkpoint, ClientCertificate, ClientCredentialsAuthorizer, ClientSecret, Connection,
-    DataverseClient, EntraApp, ErrorKind, JsonLinesSink, MappingErrors, RunOptions, SyncJob,
-    SyncStatus, WorkloadIdentity,
+    CheckpointStore, ClientCertificate, ClientCredentialsAuthorizer, ClientSecret, Connection,
+    DataverseClient, EntraApp, ErrorKind, FileCheckpointStore, JsonLinesSink, MappingErrors,
+    RunOptions, SqlSink, SyncJob, SyncReport, SyncStatus, WorkloadIdentity,
 };
 use std::fs::{self, OpenOptions};
 use std::io::{self, BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 /// The command line, parsed.
@@ -38,35 +44,46 @@ pub struct Args {
     state: Option<PathBuf>,
     out: Option<PathBuf>,
     errors: Option<PathBuf>,
+    db: Option<String>,
 }
 
 const USAGE: &str =
-    "usage: sync --job JOB.json [--state STATE.json] [--out OUT.jsonl] [--errors ERRORS.jsonl]";
+    "usage: sync --job JOB.json [--state STATE.json] [--out OUT.jsonl] [--errors ERRORS.jsonl]
+       sync --job JOB.json --db sqlite://PATH|postgres://USER@HOST:PORT/DB [--errors ERRORS.jsonl]";
 
 /// Exit code for a bad job file, bad environment or mapping violations.
 const EXIT_BAD_INPUT: i32 = 2;
 /// Exit code for a failed run.
 const EXIT_FAILED: i32 = 1;
 
-/// Parses `--job`, `--state`, `--out` and `--errors`.
+/// Parses `--job`, `--state`, `--out`, `--errors` and `--db`.
 pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
     let mut parsed = Args::default();
     let mut job = None;
     let mut args = args.into_iter();
     while let Some(flag) = args.next() {
+        let value = args
+            .next()
+            .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
         let slot = match flag.as_str() {
             "--job" => &mut job,
             "--state" => &mut parsed.state,
             "--out" => &mut parsed.out,
             "--errors" => &mut parsed.errors,
+            "--db" => {
+                parsed.db = Some(value);
+                continue;
+            }
             other => return Err(format!("unknown argument `{other}`\n{USAGE}")),
         };
-        let value = args
-            .next()
-            .ok_or_else(|| format!("{flag} needs a file name\n{USAGE}"))?;
         *slot = Some(PathBuf::from(value));
     }
     parsed.job = job.ok_or_else(|| format!("--job is required\n{USAGE}"))?;
+    if parsed.db.is_some() && (parsed.state.is_some() || parsed.out.is_some()) {
+        return Err(format!(
+            "--db keeps the records and the checkpoint in the database; leave out --state and --out\n{USAGE}"
+        ));
+    }
     Ok(parsed)
 }
 
@@ -105,57 +122,13 @@ async fn try_run(
     let job =
         SyncJob::from_json(&job_text).map_err(|e| bad(format!("{}: {e}", args.job.display())))?;
     let client = connect(&env).await?;
-    let checkpoint = match &args.state {
-        Some(path) if path.exists() => Some(read_checkpoint(path).map_err(bad)?),
-        _ => None,
+    let state = args.state.as_ref().map(FileCheckpointStore::new);
+    let records_to_stdout = args.out.is_none() && args.db.is_none();
+    let report = match &args.db {
+        Some(url) => run_into_database(&job, &client, url).await?,
+        None => run_into_lines(&job, &client, &args, state.as_ref(), stdout).await?,
     };
-
-    let records_to_stdout = args.out.is_none();
-    let report = {
-        let out: Box<dyn Write + Send + '_> = match &args.out {
-            Some(path) => Box::new(DurableFile(BufWriter::new(
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .map_err(|e| bad(format!("cannot open {}: {e}", path.display())))?,
-            ))),
-            None => Box::new(&mut *stdout),
-        };
-        // The job flushes the sink after every batch (to disk, for a file), so the checkpoint
-        // saved below never runs ahead of the records written.
-        let destination = match &args.out {
-            Some(path) => path.display().to_string(),
-            None => "standard output".to_owned(),
-        };
-        let sink = JsonLinesSink::new(out).with_destination(destination);
-        let options = RunOptions {
-            checkpoint,
-            ..RunOptions::default()
-        };
-        job.run(&client, &sink, options).await
-    };
-    let report = match report {
-        Ok(report) => report,
-        Err(error) => {
-            if let Some(violations) = MappingErrors::from_error(&error) {
-                let mut message = format!("the job `{}` has mapping violations:", job.name);
-                for violation in violations.violations() {
-                    message.push_str(&format!("\n  - {}", violation.message));
-                }
-                return Err(bad(message));
-            }
-            let code = if error.kind() == ErrorKind::Config {
-                EXIT_BAD_INPUT
-            } else {
-                EXIT_FAILED
-            };
-            return Err((
-                code,
-                format!("the job `{}` could not start: {error}", job.name),
-            ));
-        }
-    };
+    let report = report.map_err(|error| refused(&job, &error))?;
 
     // The failed records first: once the state moves on, they are not read again.
     if let Some(path) = &args.errors {
@@ -165,13 +138,11 @@ async fn try_run(
             .write_failures_jsonl(BufWriter::new(file))
             .map_err(|e| (EXIT_FAILED, e.to_string()))?;
     }
-    if let (Some(path), Some(checkpoint)) = (&args.state, &report.checkpoint) {
-        write_checkpoint(path, checkpoint).map_err(|e| {
-            (
-                EXIT_FAILED,
-                format!("cannot save the state to {}: {e}", path.display()),
-            )
-        })?;
+    if let (Some(state), Some(checkpoint)) = (&state, &report.checkpoint) {
+        state
+            .save(&job.name, checkpoint)
+            .await
+            .map_err(|e| (EXIT_FAILED, e.to_string()))?;
     }
     let line = serde_json::to_string(&report).map_err(|e| (EXIT_FAILED, e.to_string()))?;
     let report_stream: &mut (dyn Write + Send) = if records_to_stdout { stderr } else { stdout };
@@ -180,6 +151,89 @@ async fn try_run(
         SyncStatus::Success | SyncStatus::PartialSuccess => 0,
         SyncStatus::Failed | SyncStatus::Cancelled => EXIT_FAILED,
     })
+}
+
+/// The run's outcome: `Err` when the job refused to start.
+type Outcome = d365_connector::Result<SyncReport>;
+
+/// Runs the job into the database at `url`, resuming from the checkpoint kept there.
+async fn run_into_database(
+    job: &SyncJob,
+    client: &DataverseClient,
+    url: &str,
+) -> Result<Outcome, Failure> {
+    let database = |e: d365_connector::Error| (exit_code(&e), format!("--db: {e}"));
+    let sink = SqlSink::connect(url).await.map_err(database)?;
+    let checkpoint = sink.load(&job.name).await.map_err(database)?;
+    let options = RunOptions {
+        checkpoint,
+        ..RunOptions::default()
+    };
+    Ok(job.run(client, &sink, options).await)
+}
+
+/// Runs the job into JSON Lines (`--out`, or stdout), resuming from `state`.
+async fn run_into_lines(
+    job: &SyncJob,
+    client: &DataverseClient,
+    args: &Args,
+    state: Option<&FileCheckpointStore>,
+    stdout: &mut (dyn Write + Send),
+) -> Result<Outcome, Failure> {
+    let bad = |message: String| (EXIT_BAD_INPUT, message);
+    let checkpoint = match state {
+        Some(state) => state
+            .load(&job.name)
+            .await
+            .map_err(|e| bad(e.to_string()))?,
+        None => None,
+    };
+    let out: Box<dyn Write + Send + '_> = match &args.out {
+        Some(path) => Box::new(DurableFile(BufWriter::new(
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| bad(format!("cannot open {}: {e}", path.display())))?,
+        ))),
+        None => Box::new(stdout),
+    };
+    // The job flushes the sink after every batch (to disk, for a file), so the checkpoint
+    // saved afterwards never runs ahead of the records written.
+    let destination = match &args.out {
+        Some(path) => path.display().to_string(),
+        None => "standard output".to_owned(),
+    };
+    let sink = JsonLinesSink::new(out).with_destination(destination);
+    let options = RunOptions {
+        checkpoint,
+        ..RunOptions::default()
+    };
+    Ok(job.run(client, &sink, options).await)
+}
+
+/// The exit code and message of a job that refused to start.
+fn refused(job: &SyncJob, error: &d365_connector::Error) -> Failure {
+    if let Some(violations) = MappingErrors::from_error(error) {
+        let mut message = format!("the job `{}` has mapping violations:", job.name);
+        for violation in violations.violations() {
+            message.push_str(&format!("\n  - {}", violation.message));
+        }
+        return (EXIT_BAD_INPUT, message);
+    }
+    (
+        exit_code(error),
+        format!("the job `{}` could not start: {error}", job.name),
+    )
+}
+
+/// Exit 2 for what the user must fix in the input (`Config`), 1 for anything else.
+fn exit_code(error: &d365_connector::Error) -> i32 {
+    if error.kind() == ErrorKind::Config {
+        EXIT_BAD_INPUT
+    } else {
+        EXIT_FAILED
+    }
 }
 
 /// An output file whose `flush` also syncs it to disk, so a saved checkpoint never runs ahead
@@ -277,28 +331,6 @@ fn missing_variables(missing: &[&str]) -> String {
     }
     message.push_str(" (optional: D365_AUTHORITY)");
     message
-}
-
-fn read_checkpoint(path: &Path) -> Result<Checkpoint, String> {
-    let text = fs::read_to_string(path)
-        .map_err(|e| format!("cannot read the state file {}: {e}", path.display()))?;
-    serde_json::from_str(&text).map_err(|e| {
-        format!(
-            "the state file {} is not a checkpoint ({e}); delete it to start from the beginning",
-            path.display()
-        )
-    })
-}
-
-/// Writes the checkpoint to a temporary file beside `path`, then renames it over `path`.
-fn write_checkpoint(path: &Path, checkpoint: &Checkpoint) -> io::Result<()> {
-    let mut temporary = path.as_os_str().to_owned();
-    temporary.push(".tmp");
-    let temporary = PathBuf::from(temporary);
-    let mut file = fs::File::create(&temporary)?;
-    serde_json::to_writer_pretty(&mut file, checkpoint)?;
-    file.sync_all()?;
-    fs::rename(&temporary, path)
 }
 
 #[allow(dead_code)] // `main` is unused where tests include this file as a module.

@@ -3,6 +3,7 @@
 #![deny(missing_debug_implementations)]
 
 mod auth;
+mod checkpoint_store;
 mod client;
 mod connection;
 mod error;
@@ -29,6 +30,7 @@ pub use auth::{
     Prompt, ResourceScope, StaticTokenAuthorizer, StoreError, TenantId, TokenSet, TokenStore,
     WorkloadIdentity,
 };
+pub use checkpoint_store::{CheckpointStore, FileCheckpointStore};
 pub use client::{DataverseClient, WhoAmI, who_am_i};
 
 pub use connection::{Cloud, Connection, ConnectionBuilder, DEFAULT_API_VERSION, InstanceUrl};
@@ -49,13 +51,20 @@ pub use metadata::{
     Relationship,
 };
 pub use secret::{AccessToken, AuthorizationCode, ClientSecret, IdentityHeader, RefreshToken};
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use sink::SqlSink;
 pub use sink::{
-    JsonLinesSink, KeySet, MemorySink, Operation, RecordSink, WriteFailure, WriteResult,
+    BatchCheckpoint, JsonLinesSink, KeySet, MemorySink, Operation, RecordSink, WriteFailure,
+    WriteResult,
 };
 pub use source::{
     Checkpoint, DEFAULT_PAGE_SIZE, EntitySource, MAX_AUTO_PARALLELISM, MAX_PAGE_SIZE, Page,
     PageCounts, Parallelism, Partition, ReadMode, ReadPlan, RecordChange, RecordDecoder,
 };
+#[cfg(feature = "postgres")]
+pub use sqlx::PgPool;
+#[cfg(feature = "sqlite")]
+pub use sqlx::SqlitePool;
 pub use transport::{
     ClientOptions, Clock, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONCURRENCY,
     DEFAULT_REQUEST_TIMEOUT, DEFAULT_USER_AGENT, RetryPolicy, SystemClock, ThrottleStats,

@@ -1,15 +1,23 @@
 //! Record sinks: where a sync job writes what it read.
 //!
 //! A [`RecordSink`] receives batches of [`Operation`]s for one target object and answers per
-//! operation, so a partial failure is reported record by record. Two sinks ship with the crate:
-//! [`MemorySink`] (tests and examples) and [`JsonLinesSink`] (one JSON object per line to any
-//! writer).
+//! operation, so a partial failure is reported record by record. Three sinks ship with the crate:
+//! [`MemorySink`] (tests and examples), [`JsonLinesSink`] (one JSON object per line to any
+//! writer) and, with the `sqlite` or `postgres` feature, `SqlSink` (typed tables, with the
+//! checkpoint committed in the same transaction as each batch).
+
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sql;
+
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use sql::SqlSink;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::mapping::TargetRecord;
+use crate::mapping::{TargetRecord, TargetSchema};
+use crate::source::Checkpoint;
 use async_trait::async_trait;
 use serde::Serialize;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::io::Write;
 use std::sync::{Mutex, PoisonError};
@@ -82,8 +90,32 @@ pub type WriteResult = std::result::Result<(), WriteFailure>;
 /// checkpoint past the batch, so nothing is lost.
 #[async_trait]
 pub trait RecordSink: Send + Sync + fmt::Debug {
+    /// Gets ready to write the target object `target`, whose records are found by the fields
+    /// `identifiers`. A job calls it once before reading anything; an `Err` stops the job before
+    /// it starts. A sink that keeps tables creates or checks the table here. The default does
+    /// nothing.
+    async fn prepare(&self, target: &TargetSchema, identifiers: &[String]) -> Result<()> {
+        let _ = (target, identifiers);
+        Ok(())
+    }
+
     /// Writes a batch of operations for the target object `object`.
     async fn write(&self, object: &str, operations: &[Operation]) -> Result<Vec<WriteResult>>;
+
+    /// Writes a batch together with the checkpoint a run resumes from once the batch is written.
+    ///
+    /// A sink that keeps checkpoints (`SqlSink`) commits both in one transaction, so a process
+    /// killed at any instant leaves data and checkpoint in agreement. The default calls
+    /// [`RecordSink::write`] and leaves the checkpoint to the host.
+    async fn write_with_checkpoint(
+        &self,
+        object: &str,
+        operations: &[Operation],
+        checkpoint: BatchCheckpoint<'_>,
+    ) -> Result<Vec<WriteResult>> {
+        let _ = checkpoint;
+        self.write(object, operations).await
+    }
 
     /// Makes everything written so far durable. Called before a job hands back its checkpoint.
     async fn flush(&self) -> Result<()> {
@@ -102,9 +134,19 @@ pub trait RecordSink: Send + Sync + fmt::Debug {
     }
 }
 
+/// Where a job resumes once a batch is written: the job's name and its checkpoint (`None` when
+/// the run has none to give yet).
+#[derive(Debug, Clone, Copy)]
+pub struct BatchCheckpoint<'a> {
+    /// The job's name, which checkpoints are stored by.
+    pub job: &'a str,
+    /// The checkpoint to store with the batch.
+    pub checkpoint: Option<&'a Checkpoint>,
+}
+
 /// A set of identifier keys: the records that still exist in Dynamics after a full resync.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct KeySet(HashSet<String>);
+pub struct KeySet(HashMap<String, TargetRecord>);
 
 impl KeySet {
     /// An empty set.
@@ -114,12 +156,17 @@ impl KeySet {
 
     /// Adds `key`.
     pub fn insert(&mut self, key: &TargetRecord) {
-        self.0.insert(key_text(key));
+        self.0.insert(key_text(key), key.clone());
     }
 
     /// Whether `key` is in the set.
     pub fn contains(&self, key: &TargetRecord) -> bool {
-        self.0.contains(&key_text(key))
+        self.0.contains_key(&key_text(key))
+    }
+
+    /// Every key, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &TargetRecord> {
+        self.0.values()
     }
 
     /// How many keys the set holds.
@@ -227,7 +274,7 @@ impl RecordSink for MemorySink {
             return Ok(Some(0));
         };
         let before = stored.by_key.len();
-        stored.by_key.retain(|key, _| keep.0.contains(key));
+        stored.by_key.retain(|key, _| keep.0.contains_key(key));
         Ok(Some((before - stored.by_key.len()) as u64))
     }
 }

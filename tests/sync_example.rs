@@ -4,8 +4,8 @@
 #[path = "../examples/sync.rs"]
 mod sync_example;
 
-use d365_connector::Checkpoint;
 use d365_connector::testkit::StandIn;
+use d365_connector::{CheckpointStore, FileCheckpointStore};
 use serde_json::{Value, json};
 use std::fs;
 use std::path::PathBuf;
@@ -133,8 +133,11 @@ async fn a_job_file_runs_resumes_and_appends_only_changes() {
     let report: Value = serde_json::from_str(first.stdout.lines().last().unwrap()).unwrap();
     assert_eq!(report["status"], "Success");
     assert_eq!(report["counts"]["upserted"], active.len());
-    let checkpoint: Checkpoint =
-        serde_json::from_str(&fs::read_to_string(&state).unwrap()).unwrap();
+    let checkpoint = FileCheckpointStore::new(&state)
+        .load("Contacts to Person")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(checkpoint.entity(), "contact");
     assert!(fs::read_to_string(&errors).unwrap().is_empty());
 
@@ -314,6 +317,105 @@ async fn failed_records_go_to_the_errors_file_and_the_run_still_exits_0() {
             .iter()
             .all(|l| l["record"]["ExternalId"] != bad.as_str())
     );
+}
+
+/// `Email` of every row of `Person` in the SQLite file at `path`, by `ExternalId`.
+async fn people(path: &std::path::Path) -> Vec<(String, Option<String>)> {
+    let url = format!("sqlite://{}", path.display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let rows = sqlx::query_as("SELECT \"ExternalId\", \"Email\" FROM \"Person\" ORDER BY 1")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    rows
+}
+
+#[tokio::test]
+async fn a_database_keeps_the_records_and_the_checkpoint() {
+    let crm = StandIn::with_sample_data().await;
+    let dir = scratch("db");
+    let (job, db) = (dir.join("job.json"), dir.join("sync.db"));
+    fs::write(&job, job_file().to_string()).unwrap();
+    let url = format!("sqlite://{}", db.display());
+    let args = ["--job", job.to_str().unwrap(), "--db", &url];
+    let mut active: Vec<String> = crm
+        .rows("contact")
+        .into_iter()
+        .filter(|row| row["statecode"] == 0)
+        .map(|row| row["contactid"].as_str().unwrap().to_owned())
+        .collect();
+    active.sort();
+
+    let first = run_sync(&args, environment(&crm)).await;
+
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    assert_eq!(
+        first.stdout.lines().count(),
+        1,
+        "only the report: {}",
+        first.stdout
+    );
+    let report: Value = serde_json::from_str(&first.stdout).unwrap();
+    assert_eq!(report["status"], "Success");
+    assert_eq!(report["counts"]["upserted"], active.len());
+    let ids: Vec<String> = people(&db).await.into_iter().map(|(id, _)| id).collect();
+    assert_eq!(ids, active);
+
+    crm.upsert(
+        "contact",
+        json!({"contactid": active[1], "emailaddress1": "moved@example.com"}),
+    );
+    let second = run_sync(&args, environment(&crm)).await;
+
+    assert_eq!(second.code, 0, "{}", second.stderr);
+    let report: Value = serde_json::from_str(&second.stdout).unwrap();
+    assert_eq!(
+        report["counts"]["read"], 1,
+        "resumed from the database's checkpoint"
+    );
+    let rows = people(&db).await;
+    assert_eq!(rows.len(), active.len());
+    assert_eq!(
+        rows[1],
+        (active[1].clone(), Some("moved@example.com".to_owned()))
+    );
+}
+
+#[tokio::test]
+async fn db_with_out_or_a_url_of_another_database_exits_2() {
+    let crm = StandIn::with_sample_data().await;
+    let dir = scratch("bad-db");
+    let job = dir.join("job.json");
+    fs::write(&job, job_file().to_string()).unwrap();
+    let job_arg = job.to_str().unwrap();
+
+    let both = run_sync(
+        &[
+            "--job",
+            job_arg,
+            "--db",
+            "sqlite://x.db",
+            "--out",
+            "x.jsonl",
+        ],
+        environment(&crm),
+    )
+    .await;
+    let other = run_sync(
+        &["--job", job_arg, "--db", "mysql://root@localhost/crm"],
+        environment(&crm),
+    )
+    .await;
+
+    assert_eq!(both.code, 2);
+    assert!(
+        both.stderr.contains("leave out --state and --out"),
+        "{}",
+        both.stderr
+    );
+    assert_eq!(other.code, 2);
+    assert!(other.stderr.contains("postgres://"), "{}", other.stderr);
 }
 
 #[tokio::test]

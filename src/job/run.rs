@@ -10,7 +10,7 @@ use crate::mapping::{
     ValidatedMapping, WriteMode,
 };
 use crate::metadata::{EntityMetadata, MetadataOptions};
-use crate::sink::{KeySet, Operation, RecordSink, WriteResult};
+use crate::sink::{BatchCheckpoint, KeySet, Operation, RecordSink, WriteResult};
 use crate::source::{Checkpoint, EntitySource, Page, ReadMode, ReadPlan, RecordChange};
 use chrono::Utc;
 use futures::{StreamExt, TryStreamExt};
@@ -111,6 +111,8 @@ impl SyncJob {
             }
         }
         let delete_key = self.delete_key_fields(&metadata)?;
+        sink.prepare(&self.mapping.target, &self.mapping.identifiers)
+            .await?;
         let run_number = 1 + options
             .checkpoint
             .as_ref()
@@ -280,7 +282,8 @@ impl Run<'_> {
         while let Some(page) = next {
             let page = page?;
             let batch = self.batch(&page).await;
-            let (fetched, written) = futures::join!(pages.next(), self.write(&batch));
+            let resume_from = self.resumable(Some(&page.checkpoint));
+            let (fetched, written) = futures::join!(pages.next(), self.write(&batch, resume_from));
             self.accept(batch, written?);
             if let Some(seen) = &mut self.seen {
                 for change in &page.changes {
@@ -299,7 +302,7 @@ impl Run<'_> {
                     job: self.job.name.clone(),
                     pages: self.pages,
                     counts: self.counts,
-                    checkpoint: self.resumable_checkpoint(),
+                    checkpoint: self.resumable(self.checkpoint.as_ref()).cloned(),
                 });
             }
             if self
@@ -365,11 +368,24 @@ impl Run<'_> {
         batch
     }
 
-    /// Writes a batch and makes it durable; the answer has one result per operation.
-    async fn write(&self, batch: &Batch) -> Result<Vec<WriteResult>> {
+    /// Writes a batch, with the checkpoint a run resumes from once it is written, and makes it
+    /// durable; the answer has one result per operation.
+    async fn write(
+        &self,
+        batch: &Batch,
+        resume_from: Option<&Checkpoint>,
+    ) -> Result<Vec<WriteResult>> {
+        let checkpoint = BatchCheckpoint {
+            job: &self.job.name,
+            checkpoint: resume_from,
+        };
         let results = self
             .sink
-            .write(&self.job.mapping.target.object, &batch.operations)
+            .write_with_checkpoint(
+                &self.job.mapping.target.object,
+                &batch.operations,
+                checkpoint,
+            )
             .await?;
         if results.len() != batch.operations.len() {
             return Err(Error::new(
@@ -407,14 +423,14 @@ impl Run<'_> {
         }
     }
 
-    /// The checkpoint a host may store now. During a full resync that must remove what Dynamics
-    /// deleted, that is the one the run started from: a position inside the resync would
-    /// resume as a plain read and never remove them.
-    fn resumable_checkpoint(&self) -> Option<Checkpoint> {
+    /// The checkpoint a host may store once the read reached `position`. During a full resync
+    /// that must remove what Dynamics deleted, that is the one the run started from: a position
+    /// inside the resync would resume as a plain read and never remove them.
+    fn resumable<'c>(&'c self, position: Option<&'c Checkpoint>) -> Option<&'c Checkpoint> {
         if self.seen.is_some() {
-            self.options.checkpoint.clone()
+            self.options.checkpoint.as_ref()
         } else {
-            self.checkpoint.clone()
+            position
         }
     }
 
@@ -458,6 +474,10 @@ impl Run<'_> {
         match self.sink.delete_missing(object, &seen).await? {
             Some(deleted) => {
                 self.counts.deleted += deleted;
+                // The resync is complete: a sink that keeps checkpoints moves on from the
+                // expired one (an empty batch carries the new checkpoint).
+                self.write(&Batch::default(), self.checkpoint.as_ref())
+                    .await?;
                 Ok(true)
             }
             None => Ok(false),
