@@ -222,9 +222,10 @@ struct Fetched {
 struct Active {
     key: u64,
     bounds: Bounds,
-    /// Where the range started in this process, and the rows read since: its density.
-    started_after: Option<SqlGuid>,
-    rows: u64,
+    /// Rows per id of key space on the range's last page: how dense what is left may be.
+    density: Option<f64>,
+    /// The range's last id, once looked up.
+    last: Option<SqlGuid>,
     fetching: bool,
 }
 
@@ -441,8 +442,8 @@ impl PartitionedRead {
         self.active.push(Active {
             key: self.next_key,
             bounds,
-            started_after: bounds.after,
-            rows: 0,
+            density: None,
+            last: None,
             fetching: false,
         });
         self.next_key += 1;
@@ -457,6 +458,7 @@ impl PartitionedRead {
             if self.division == Division::Due {
                 self.divide(self.slots).await?;
             }
+            while self.active.len() < self.slots && self.split_busiest().await? {}
             self.fill_slots();
             match self.fetches.next().await {
                 Some(Done::Data { key, result }) => return self.accept(key, result?).map(Some),
@@ -476,9 +478,8 @@ impl PartitionedRead {
             && matches!(self.tracking, TrackingRead::None | TrackingRead::Finished)
     }
 
-    /// Splits ranges until every slot has one, and starts a fetch for each idle range.
+    /// Starts a fetch for each idle range, and the tracking read's next page.
     fn fill_slots(&mut self) {
-        while self.active.len() < self.slots && self.split_busiest() {}
         for active in self.active.iter_mut().filter(|a| !a.fetching) {
             active.fetching = true;
             let (key, shape) = (active.key, Arc::clone(&self.shape));
@@ -503,40 +504,51 @@ impl PartitionedRead {
         }
     }
 
-    /// Splits the range with the most rows left (by the density of what it read so far) at
-    /// its middle, giving the upper half to a new range; `false` when no range is worth
-    /// splitting (none has two pages' worth left).
-    fn split_busiest(&mut self) -> bool {
-        let Some((first, last)) = self.span else {
-            return false;
+    /// Splits the range with the most rows left (by the density of its last page) between the
+    /// last id it returned and its actual last id (looked up with a one-row request), giving
+    /// the upper half, which holds at least that last id, to a new range. `false` when no
+    /// range has two pages' worth left.
+    async fn split_busiest(&mut self) -> Result<bool> {
+        let Some((_, table_last)) = self.span else {
+            return Ok(false);
         };
-        let worth = 2.0
-            * f64::from(
-                self.shape
-                    .prefer
-                    .max_page_size
-                    .unwrap_or(super::MAX_PAGE_SIZE),
-            );
+        let worth = 2.0 * f64::from(self.page_size());
         let busiest = self
             .active
             .iter()
             .enumerate()
             .filter_map(|(index, active)| {
-                let (lo, hi) = active.effective(first, last)?;
-                Some((index, active.density(first)? * lo.distance_to(hi)))
+                let after = active.bounds.after?;
+                let last = active.last.or(active.bounds.upto).unwrap_or(table_last);
+                Some((index, active.density? * after.distance_to(last)))
             })
             .filter(|(_, rows_left)| *rows_left >= worth)
             .max_by(|a, b| a.1.total_cmp(&b.1));
         let Some((index, _)) = busiest else {
-            return false;
+            return Ok(false);
         };
-        let (lo, hi) = self.active[index]
-            .effective(first, last)
-            .expect("filtered above");
-        let (lower, upper) = self.active[index].bounds.split_at(lo.midpoint(hi));
+        let bounds = self.active[index].bounds;
+        let after = bounds.after.expect("filtered above");
+        let last = match self.active[index].last {
+            Some(last) => Some(last),
+            None => self.shape.edge_id(bounds, true).await?,
+        };
+        let Some(last) = last.filter(|last| after.distance_to(*last) >= 2.0) else {
+            self.active[index].density = None; // nothing to split: do not ask again
+            return Ok(true);
+        };
+        let (lower, upper) = bounds.split_at(after.midpoint(last));
         self.active[index].bounds = lower;
+        self.active[index].last = None;
         self.add(upper);
-        true
+        if let Some(new) = self.active.last_mut() {
+            new.last = Some(last);
+        }
+        Ok(true)
+    }
+
+    fn page_size(&self) -> u32 {
+        self.shape.prefer.max_page_size.unwrap_or(super::MAX_PAGE_SIZE)
     }
 
     /// Takes a fetched page of range `key`: rows past the range's (possibly lowered) upper
@@ -561,10 +573,13 @@ impl PartitionedRead {
         self.note_boundary(&changes);
         let active = &mut self.active[index];
         active.fetching = false;
-        active.rows += changes.len() as u64;
         match changes.last() {
             Some(last) if fetched.more && !overran => {
-                active.bounds.after = Some(parse_id(last.id())?);
+                let last = parse_id(last.id())?;
+                let start = bounds.after.or(self.span.map(|(first, _)| first));
+                let width = start.map_or(0.0, |start| start.distance_to(last));
+                active.density = (width > 0.0).then(|| changes.len() as f64 / width);
+                active.bounds.after = Some(last);
                 if self.division == Division::AfterFirstPage {
                     self.division = Division::Due;
                 }
@@ -670,27 +685,5 @@ impl PartitionedRead {
     /// The read as a plan for separate workers.
     pub fn plan(&self) -> ReadPlan {
         ReadPlan::new(self.shape.base.clone(), self.progress())
-    }
-}
-
-impl Active {
-    /// The range's bounds with the table's first and last id standing in for open ends, when
-    /// it can still be split (at least two ids wide).
-    fn effective(&self, first: SqlGuid, last: SqlGuid) -> Option<(SqlGuid, SqlGuid)> {
-        let lo = self.bounds.after.unwrap_or(first);
-        let hi = self.bounds.upto.unwrap_or(last);
-        (lo < hi && lo.distance_to(hi) >= 2.0).then_some((lo, hi))
-    }
-
-    /// The key space read so far, once a row was read (`first`: the table's first id).
-    fn consumed(&self, first: SqlGuid) -> Option<f64> {
-        let start = self.started_after.unwrap_or(first);
-        let now = self.bounds.after?;
-        (self.rows > 0 && now > start).then(|| start.distance_to(now))
-    }
-
-    /// Rows per id of key space read so far.
-    fn density(&self, first: SqlGuid) -> Option<f64> {
-        Some(self.rows as f64 / self.consumed(first)?)
     }
 }
