@@ -12,6 +12,7 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Keeps each job's [`Checkpoint`] by job name.
 #[async_trait]
@@ -25,8 +26,11 @@ pub trait CheckpointStore: Send + Sync + fmt::Debug {
 
 /// A [`CheckpointStore`] in one JSON file, `{"job name": checkpoint, ...}`.
 ///
-/// Each save writes a temporary file beside it, syncs it to disk and renames it over the file,
-/// so a crash leaves either the old or the new content, never a torn file.
+/// Each save writes a temporary file beside it (named after the process and the save, so
+/// processes sharing the file never write the same temporary file), syncs it to disk and
+/// renames it over the file, so a crash leaves either the old or the new content, never a torn
+/// file. Saves of one store are serialized; to keep two processes from interleaving their
+/// saves, hold a lock around the whole run (the `sync` example's lock file does).
 #[derive(Debug)]
 pub struct FileCheckpointStore {
     path: PathBuf,
@@ -65,14 +69,28 @@ impl FileCheckpointStore {
     }
 
     fn write(&self, checkpoints: &Checkpoints) -> io::Result<()> {
+        static SAVES: AtomicU64 = AtomicU64::new(0);
         let mut temporary = self.path.as_os_str().to_owned();
-        temporary.push(".tmp");
+        let save = SAVES.fetch_add(1, Ordering::Relaxed);
+        temporary.push(format!(".{}-{save}.tmp", std::process::id()));
         let temporary = PathBuf::from(temporary);
-        let mut file = fs::File::create(&temporary)?;
+        let written = Self::write_to(&temporary, checkpoints)
+            .and_then(|()| fs::rename(&temporary, &self.path));
+        if written.is_err() {
+            let _ = fs::remove_file(&temporary);
+        }
+        written
+    }
+
+    /// Writes `checkpoints` to a new file at `path` and syncs it to disk.
+    fn write_to(path: &Path, checkpoints: &Checkpoints) -> io::Result<()> {
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)?;
         serde_json::to_writer_pretty(&mut file, checkpoints)?;
         file.flush()?;
-        file.sync_all()?;
-        fs::rename(&temporary, &self.path)
+        file.sync_all()
     }
 
     fn error(&self, what: &str, source: io::Error) -> Error {

@@ -282,6 +282,9 @@ impl RecordSink for MemorySink {
 /// A sink that writes each operation as one JSON line to a writer:
 /// `{"op":"upsert","object":"Company","key":{...},"record":{...}}`,
 /// `{"op":"delete","object":"Company","key":{...}}`.
+///
+/// A batch is serialized whole first and handed to the writer in one `write_all`, so a batch
+/// that cannot be serialized writes nothing, and the writer only ever receives whole lines.
 pub struct JsonLinesSink<W> {
     writer: Mutex<W>,
     destination: String,
@@ -364,12 +367,17 @@ impl Serialize for Line<'_> {
 #[async_trait]
 impl<W: Write + Send> RecordSink for JsonLinesSink<W> {
     async fn write(&self, object: &str, operations: &[Operation]) -> Result<Vec<WriteResult>> {
-        let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut lines = Vec::new();
         for operation in operations {
-            serde_json::to_writer(&mut *writer, &Line { object, operation })
+            serde_json::to_writer(&mut lines, &Line { object, operation })
                 .map_err(|e| self.error(e))?;
-            writer.write_all(b"\n").map_err(|e| self.error(e))?;
+            lines.push(b'\n');
         }
+        self.writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .write_all(&lines)
+            .map_err(|e| self.error(e))?;
         Ok(vec![Ok(()); operations.len()])
     }
 

@@ -19,6 +19,8 @@ use reqwest::header::{self, HeaderMap, HeaderValue};
 use serde::de::DeserializeOwned;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
+use tracing::Instrument;
 use url::Url;
 
 /// The annotation carrying the label of a choice or a formatted number or date.
@@ -75,6 +77,8 @@ impl Prefer {
 /// A successful response: its body and what the server said of the preferences.
 #[derive(Debug)]
 pub(crate) struct Response {
+    /// The (successful) status.
+    pub status: StatusCode,
     /// The (decompressed) body.
     pub body: Bytes,
     /// The `Preference-Applied` header.
@@ -195,13 +199,34 @@ impl DataverseClient {
     /// GETs `link`, an absolute URL of this instance, byte for byte with the given
     /// preferences, through the pipeline.
     ///
-    /// A link of another origin is refused before anything is sent.
+    /// A link of another origin is refused before anything is sent. Traced as a `request`
+    /// span (method and entity set: never the query, which holds paging and delta tokens) with
+    /// one event per attempt.
     pub(crate) async fn get(&self, link: &str, prefer: &Prefer) -> Result<Response> {
         let target = self.exact_url(link, "link")?;
         let prefer = prefer.header_value();
+        let span = tracing::debug_span!(
+            "request",
+            method = "GET",
+            entity_set = self.entity_set(target.url())
+        );
+        let mut attempt = 0;
         self.transport
-            .retrying(|| self.get_once(&target, prefer.as_deref()))
+            .retrying(|| {
+                attempt += 1;
+                self.get_once(&target, prefer.as_deref(), attempt)
+            })
+            .instrument(span)
             .await
+    }
+
+    /// The entity set (or function) `url` addresses: its first segment under the Web API base,
+    /// without keys or parameters (`contacts`, `EntityDefinitions`).
+    fn entity_set<'u>(&self, url: &'u Url) -> &'u str {
+        let path = url.path();
+        let relative = path.strip_prefix(self.web_api_base.path()).unwrap_or(path);
+        let segment = relative.split('/').next().unwrap_or_default();
+        segment.split('(').next().unwrap_or_default()
     }
 
     /// Reads `link`, an absolute URL to send as written, and refuses it unless both the host it
@@ -240,10 +265,41 @@ impl DataverseClient {
         )
     }
 
-    /// One try: a slot, a token, the request (on 401 one refresh and one more request), and
-    /// the verdict on the answer.
-    async fn get_once(&self, target: &ExactUrl, prefer: Option<&str>) -> Result<Response> {
-        let _slot = self.governor.acquire(self.transport.clock()).await;
+    /// Try number `attempt`: a slot, then [`DataverseClient::answer`], traced with the wait
+    /// for the slot, the duration, the status and the size of the answer.
+    async fn get_once(
+        &self,
+        target: &ExactUrl,
+        prefer: Option<&str>,
+        attempt: u32,
+    ) -> Result<Response> {
+        let clock = self.transport.clock();
+        let queued = clock.now();
+        let _slot = self.governor.acquire(clock).await;
+        let sent = clock.now();
+        let outcome = self.answer(target, prefer).await;
+        let (status, bytes) = match &outcome {
+            Ok(response) => (Some(response.status.as_u16()), response.body.len()),
+            Err(error) => (error.status(), 0),
+        };
+        tracing::debug!(
+            attempt,
+            status,
+            wait_ms = millis(sent.saturating_duration_since(queued)),
+            duration_ms = millis(clock.now().saturating_duration_since(sent)),
+            bytes,
+            error = outcome
+                .as_ref()
+                .err()
+                .map(|e| tracing::field::debug(e.kind())),
+            "answer"
+        );
+        outcome
+    }
+
+    /// A token, the request (on 401 one refresh and one more request), and the verdict on the
+    /// answer.
+    async fn answer(&self, target: &ExactUrl, prefer: Option<&str>) -> Result<Response> {
         let token = self.authorizer.access_token().await?;
         let mut response = self.send(target, prefer, &token).await?;
         if response.status == StatusCode::UNAUTHORIZED {
@@ -267,6 +323,7 @@ impl DataverseClient {
         self.governor.succeeded();
         answer::ensure_json(target.url(), &response)?;
         Ok(Response {
+            status: response.status,
             preference_applied: header_string(&response.headers, "preference-applied"),
             body: response.body,
         })
@@ -295,6 +352,11 @@ impl DataverseClient {
         }
         Ok(response)
     }
+}
+
+/// Whole milliseconds, for trace fields.
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// The `Authorization` header of `token`, marked sensitive (left out of debug output).

@@ -17,7 +17,8 @@ pub enum SyncStatus {
     /// The run finished, but some records failed (see [`SyncReport::failures`]) or something
     /// needs the host's attention (see [`SyncReport::warnings`]).
     PartialSuccess,
-    /// The run stopped on an error (see [`SyncReport::error`]); its checkpoint resumes the work.
+    /// The run stopped on an error (see [`SyncReport::error`]), or it read records and every
+    /// one failed, so nothing was written; its checkpoint resumes the work.
     Failed,
     /// The run was cancelled; its checkpoint resumes the work.
     Cancelled,
@@ -28,6 +29,11 @@ pub enum SyncStatus {
 pub struct SyncCounts {
     /// Records (and deletions) read from Dynamics.
     pub read: u64,
+    /// For a run that reads the whole table (a first read, or any run of a `full` job) without
+    /// a filter: the table's row count from `RetrieveTotalRecordCount`, a snapshot up to a day
+    /// old, so `read` may end a little above or below it. `None` otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected: Option<u64>,
     /// Records inserted into the target.
     pub inserted: u64,
     /// Records updated in the target.
@@ -40,6 +46,13 @@ pub struct SyncCounts {
     pub skipped: u64,
     /// Records that failed; each is in [`SyncReport::failures`].
     pub failed: u64,
+}
+
+impl SyncCounts {
+    /// Records written to the target: inserted, updated, upserted and deleted.
+    pub fn written(&self) -> u64 {
+        self.inserted + self.updated + self.upserted + self.deleted
+    }
 }
 
 /// The outcome of one run of a [`SyncJob`](crate::SyncJob), serializable as an activity-log
@@ -132,10 +145,14 @@ impl fmt::Display for SyncReport {
         let c = &self.counts;
         let seconds = (self.finished_at - self.started_at).num_milliseconds() as f64 / 1000.0;
         writeln!(f, "{}: {:?} in {seconds:.2}s", self.job, self.status)?;
+        write!(f, "  read {}", c.read)?;
+        if let Some(expected) = c.expected {
+            write!(f, " (about {expected} in the table)")?;
+        }
         write!(
             f,
-            "  read {}, inserted {}, updated {}, upserted {}, deleted {}, skipped {}, failed {}",
-            c.read, c.inserted, c.updated, c.upserted, c.deleted, c.skipped, c.failed
+            ", inserted {}, updated {}, upserted {}, deleted {}, skipped {}, failed {}",
+            c.inserted, c.updated, c.upserted, c.deleted, c.skipped, c.failed
         )?;
         if self.throttled > 0 {
             write!(

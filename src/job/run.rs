@@ -11,12 +11,15 @@ use crate::mapping::{
 };
 use crate::metadata::{EntityMetadata, MetadataOptions};
 use crate::sink::{BatchCheckpoint, KeySet, Operation, RecordSink, WriteResult};
-use crate::source::{Checkpoint, EntitySource, Page, ReadMode, ReadPlan, RecordChange};
+use crate::source::{
+    Checkpoint, EntitySource, Page, ReadMode, ReadPlan, RecordChange, table_count,
+};
 use chrono::Utc;
 use futures::{StreamExt, TryStreamExt};
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use tracing::Instrument;
 
 /// Stops a running job cleanly after the batch it is writing. Cloning shares the token.
 #[derive(Debug, Clone, Default)]
@@ -52,6 +55,9 @@ pub struct SyncProgress {
     /// flushed, so a host may store it now. (During a full resync that must remove deleted
     /// records it stays the checkpoint the run started from, so a crash restarts the resync.)
     pub checkpoint: Option<Checkpoint>,
+    /// The records of this batch that failed (they are in the report's failures too). A host
+    /// that stores `checkpoint` now stores these first: the next run does not read them again.
+    pub failures: Vec<RecordFailure>,
 }
 
 /// How one run starts and what it reports to.
@@ -93,7 +99,36 @@ impl SyncJob {
     /// crash at any point loses nothing (at worst the last batch is written twice). An error
     /// once the run has started ends it with [`SyncStatus::Failed`] and that checkpoint; an
     /// `Err` means the job refused to start (invalid definition or mapping, unreadable entity).
+    ///
+    /// The run is traced (with the `tracing` crate) as a `job` span holding a `page` span per
+    /// batch and a `request` span per Web API request; nothing is recorded without a subscriber.
     pub async fn run(
+        &self,
+        client: &DataverseClient,
+        sink: &dyn RecordSink,
+        options: RunOptions<'_>,
+    ) -> Result<SyncReport> {
+        let span = tracing::info_span!("job", job = %self.name, entity = %self.source.entity);
+        let outcome = self
+            .run_in_span(client, sink, options)
+            .instrument(span.clone())
+            .await;
+        span.in_scope(|| match &outcome {
+            Ok(report) => tracing::info!(
+                status = ?report.status,
+                read = report.counts.read,
+                expected = report.counts.expected,
+                written = report.counts.written(),
+                failed = report.counts.failed,
+                "job ended"
+            ),
+            Err(error) => tracing::warn!(kind = ?error.kind(), "job refused to start"),
+        });
+        outcome
+    }
+
+    /// [`SyncJob::run`] within its span.
+    async fn run_in_span(
         &self,
         client: &DataverseClient,
         sink: &dyn RecordSink,
@@ -113,6 +148,9 @@ impl SyncJob {
         let delete_key = self.delete_key_fields(&metadata)?;
         sink.prepare(&self.mapping.target, &self.mapping.identifiers)
             .await?;
+        let expected = self
+            .expected_count(client, options.checkpoint.as_ref())
+            .await;
         let run_number = 1 + options
             .checkpoint
             .as_ref()
@@ -124,7 +162,10 @@ impl SyncJob {
             delete_key,
             sink,
             options: &options,
-            counts: SyncCounts::default(),
+            counts: SyncCounts {
+                expected,
+                ..SyncCounts::default()
+            },
             failures: Vec::new(),
             checkpoint: options.checkpoint.clone(),
             pages: 0,
@@ -164,13 +205,23 @@ impl SyncJob {
                     .to_owned(),
             );
         }
+        let nothing_written = run.counts.failed > 0 && run.counts.written() == 0;
         let status = match &ending {
             Err(_) => SyncStatus::Failed,
             Ok(Ending::Cancelled) => SyncStatus::Cancelled,
+            Ok(Ending::Finished) if nothing_written => SyncStatus::Failed,
             Ok(Ending::Finished) if run.failures.is_empty() && warnings.is_empty() => {
                 SyncStatus::Success
             }
             Ok(Ending::Finished) => SyncStatus::PartialSuccess,
+        };
+        let error = match ending {
+            Err(error) => Some(error.to_string()),
+            Ok(_) if status == SyncStatus::Failed => Some(format!(
+                "every record failed ({} failures) and nothing was written; see the failures",
+                run.counts.failed
+            )),
+            Ok(_) => None,
         };
         let throttling = client.throttle_stats().since(&throttling_before);
         Ok(SyncReport {
@@ -185,7 +236,7 @@ impl SyncJob {
             warnings,
             throttled: throttling.refused(),
             throttled_for: throttling.paused,
-            error: ending.err().map(|e| e.to_string()),
+            error,
             checkpoint: run.checkpoint,
         })
     }
@@ -228,11 +279,39 @@ impl SyncJob {
             Some(metadata) => metadata,
             None => Arc::new(
                 EntityMetadata::fetch(client, &self.source.entity, &MetadataOptions::default())
-                    .await?,
+                    .await
+                    .map_err(|e| self.unknown_entity(e))?,
             ),
         };
         let mapping = self.mapping.validate(&metadata)?;
         Ok((metadata, mapping))
+    }
+
+    /// A 404 for the source entity's metadata is a job naming a table the environment does not
+    /// have: a [`Config`](ErrorKind::Config) error. Other errors are kept.
+    fn unknown_entity(&self, error: Error) -> Error {
+        if error.status() != Some(404) {
+            return error;
+        }
+        Error::config(format!(
+            "job `{}` reads `{}`, which is not a table of this environment; check `source.entity` (a logical name such as `contact`)",
+            self.name, self.source.entity
+        ))
+        .with_source(error)
+    }
+
+    /// The table's count when this run reads the whole table without a filter: a first read,
+    /// or any run of a `full` job.
+    async fn expected_count(
+        &self,
+        client: &DataverseClient,
+        checkpoint: Option<&Checkpoint>,
+    ) -> Option<u64> {
+        let whole_table = checkpoint.is_none_or(|c| c.mode() == ReadMode::Full && c.is_finished());
+        if !whole_table || self.source.filter.is_some() {
+            return None;
+        }
+        table_count(client, &self.source.entity).await
     }
 
     /// Whether run number `run_number` (counted from 1) reconciles deletions.
@@ -283,8 +362,12 @@ impl Run<'_> {
             let page = page?;
             let batch = self.batch(&page).await;
             let resume_from = self.resumable(Some(&page.checkpoint));
-            let (fetched, written) = futures::join!(pages.next(), self.write(&batch, resume_from));
+            let span = tracing::debug_span!("page", number = self.pages + 1, records = batch.read);
+            let write = self.write(&batch, resume_from).instrument(span.clone());
+            let (fetched, written) = futures::join!(pages.next(), write);
+            let failed_before = self.failures.len();
             self.accept(batch, written?);
+            span.in_scope(|| self.trace_page(failed_before));
             if let Some(seen) = &mut self.seen {
                 for change in &page.changes {
                     if let RecordChange::Upsert(record) = change {
@@ -303,6 +386,7 @@ impl Run<'_> {
                     pages: self.pages,
                     counts: self.counts,
                     checkpoint: self.resumable(self.checkpoint.as_ref()).cloned(),
+                    failures: self.failures[failed_before..].to_vec(),
                 });
             }
             if self
@@ -316,6 +400,16 @@ impl Run<'_> {
             next = fetched;
         }
         Ok(Ending::Finished)
+    }
+
+    /// The event of a page written: the counts so far, and the failures since `failed_before`.
+    fn trace_page(&self, failed_before: usize) {
+        tracing::debug!(
+            read = self.counts.read,
+            written = self.counts.written(),
+            failed = self.failures.len() - failed_before,
+            "page written"
+        );
     }
 
     fn source(

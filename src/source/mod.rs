@@ -15,6 +15,8 @@ pub use page::{Page, PageCounts, RecordChange};
 pub use partition::{MAX_AUTO_PARALLELISM, Parallelism, Partition};
 pub use plan::ReadPlan;
 
+pub(crate) use parallel::table_count;
+
 use crate::client::{DataverseClient, Prefer};
 use crate::error::{Error, ErrorKind, Result};
 use crate::filter::{Filter, FilterValue, encode_query_value, is_identifier, printable};

@@ -118,28 +118,9 @@ impl Shape {
         }
     }
 
-    /// The table's row count from `RetrieveTotalRecordCount` (a snapshot up to a day old), or
-    /// `None` when Dataverse gives none. Only a hint for dividing the read: a failure here
-    /// surfaces again on the read's own requests.
+    /// The table's row count (see [`table_count`]).
     async fn table_count(&self) -> Option<u64> {
-        #[derive(serde::Deserialize)]
-        #[serde(rename_all = "PascalCase")]
-        struct Counts {
-            entity_record_count_collection: Collection,
-        }
-        #[derive(serde::Deserialize)]
-        #[serde(rename_all = "PascalCase")]
-        struct Collection {
-            values: Vec<u64>,
-        }
-        let table = self.decoder.metadata().logical_name();
-        let path = format!("RetrieveTotalRecordCount(EntityNames=@p)?@p=%5B%27{table}%27%5D");
-        let counts: Counts = self.client.get_json(&path).await.ok()?;
-        counts
-            .entity_record_count_collection
-            .values
-            .first()
-            .copied()
+        table_count(&self.client, self.decoder.metadata().logical_name()).await
     }
 
     /// The latest `modifiedon` before the read begins.
@@ -176,6 +157,29 @@ impl Shape {
             counts: decoded.counts,
         })
     }
+}
+
+/// The row count of `table` from `RetrieveTotalRecordCount` (a snapshot up to a day old), or
+/// `None` when Dataverse gives none. Only a hint (for dividing a read, for a progress estimate):
+/// a failure here surfaces again on the read's own requests.
+pub(crate) async fn table_count(client: &DataverseClient, table: &str) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Counts {
+        entity_record_count_collection: Collection,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Collection {
+        values: Vec<u64>,
+    }
+    let path = format!("RetrieveTotalRecordCount(EntityNames=@p)?@p=%5B%27{table}%27%5D");
+    let counts: Counts = client.get_json(&path).await.ok()?;
+    counts
+        .entity_record_count_collection
+        .values
+        .first()
+        .copied()
 }
 
 fn parse_id(text: &str) -> Result<SqlGuid> {
@@ -548,7 +552,10 @@ impl PartitionedRead {
     }
 
     fn page_size(&self) -> u32 {
-        self.shape.prefer.max_page_size.unwrap_or(super::MAX_PAGE_SIZE)
+        self.shape
+            .prefer
+            .max_page_size
+            .unwrap_or(super::MAX_PAGE_SIZE)
     }
 
     /// Takes a fetched page of range `key`: rows past the range's (possibly lowered) upper

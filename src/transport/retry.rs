@@ -113,7 +113,16 @@ impl RetryPolicy {
             };
             let elapsed = clock.now().saturating_duration_since(start);
             match self.next_wait(&error, &mut tally, elapsed) {
-                Some(wait) => clock.sleep(wait).await,
+                Some(wait) => {
+                    tracing::info!(
+                        attempt = tally.attempts,
+                        kind = ?error.kind(),
+                        status = error.status(),
+                        wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                        "retrying after a wait"
+                    );
+                    clock.sleep(wait).await
+                }
                 None => return Err(tally.give_up(error, elapsed)),
             }
         }
