@@ -54,6 +54,12 @@ impl FileCheckpointStore {
         &self.path
     }
 
+    /// The names of the jobs the file holds a checkpoint for (none when the file is missing),
+    /// in order. An unreadable or broken file is an error, as for `load`.
+    pub fn job_names(&self) -> Result<Vec<String>> {
+        Ok(self.read()?.into_keys().collect())
+    }
+
     fn read(&self) -> Result<Checkpoints> {
         let text = match fs::read_to_string(&self.path) {
             Ok(text) => text,

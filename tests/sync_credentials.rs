@@ -1,7 +1,7 @@
 //! The `sync` example's credentials: a client secret, a client certificate file, or Kubernetes
 //! workload identity, and the error that lists all three when none is given.
 
-#[path = "../examples/sync.rs"]
+#[path = "../examples/sync/main.rs"]
 mod sync_example;
 
 use d365_connector::ClientCredential;

@@ -1,7 +1,7 @@
 //! The `sync` example's code path end to end on the stand-in instance, with a job file in the
 //! public format.
 
-#[path = "../examples/sync.rs"]
+#[path = "../examples/sync/main.rs"]
 mod sync_example;
 
 use d365_connector::testkit::StandIn;
