@@ -4,11 +4,12 @@
 #[path = "../examples/sync/main.rs"]
 mod sync_example;
 
-use d365_connector::testkit::StandIn;
+use d365_connector::testkit::{AccountShape, StandIn};
 use d365_connector::{CheckpointStore, FileCheckpointStore};
 use serde_json::{Value, json};
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// A fresh scratch folder for one test.
 fn scratch(name: &str) -> PathBuf {
@@ -198,7 +199,10 @@ async fn bad_input_exits_2_and_says_what_is_wrong() {
     let missing_flag = run_sync(&[], environment(&crm)).await;
     assert_eq!(missing_flag.code, 2);
     assert!(
-        missing_flag.stderr.contains("--job is required"),
+        missing_flag
+            .stderr
+            .contains("required arguments were not provided")
+            && missing_flag.stderr.contains("--job"),
         "{}",
         missing_flag.stderr
     );
@@ -440,4 +444,578 @@ async fn a_full_disk_is_reported_with_the_path_and_the_reason() {
         said.contains("could not write to /dev/full: No space left on device"),
         "{said}"
     );
+}
+
+// ---- The command as an operator's tool (issue 12) ----
+
+/// Accounts read 20 a page, in one sequential read, without a filter (so the table's count is
+/// the expected count).
+fn accounts_job() -> Value {
+    json!({
+        "name": "Accounts to Company",
+        "source": { "entity": "account", "incremental": "modified_on", "page_size": 20,
+                    "parallelism": 1 },
+        "target": { "object": "Company",
+                    "fields": { "DynamicsId": "id", "Name": "string" },
+                    "required": ["DynamicsId"] },
+        "mode": "upsert",
+        "identifiers": ["DynamicsId"],
+        "mappings": [
+            { "source": "accountid", "target": "DynamicsId" },
+            { "source": "name", "target": "Name" }
+        ]
+    })
+}
+
+/// A stand-in with the sample data and 300 more accounts.
+async fn many_accounts() -> StandIn {
+    let crm = StandIn::with_sample_data().await;
+    crm.add_accounts(300, AccountShape::default());
+    crm
+}
+
+/// Every account id, sorted.
+fn account_ids(crm: &StandIn) -> Vec<String> {
+    let mut ids: Vec<String> = crm
+        .rows("account")
+        .iter()
+        .map(|row| row["accountid"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// The `DynamicsId`s written to `path`, sorted (repeats kept), after checking every line is a
+/// JSON object.
+fn written_ids(path: &Path) -> Vec<String> {
+    let mut ids: Vec<String> = lines(&path.to_path_buf())
+        .iter()
+        .map(|line| line["record"]["DynamicsId"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// `args` as owned strings.
+fn owned(args: &[&str]) -> Vec<String> {
+    args.iter().map(|a| a.to_string()).collect()
+}
+
+/// Paths of one scratch folder: the job file (written with `job`), state, out and errors.
+struct Paths {
+    dir: PathBuf,
+    job: String,
+    state: String,
+    out: String,
+    errors: String,
+}
+
+impl Paths {
+    fn new(name: &str, job: &Value) -> Self {
+        let dir = scratch(name);
+        let text = |file: &str| dir.join(file).to_str().unwrap().to_owned();
+        let paths = Paths {
+            job: text("job.json"),
+            state: text("state.json"),
+            out: text("out.jsonl"),
+            errors: text("errors.jsonl"),
+            dir,
+        };
+        fs::write(&paths.job, job.to_string()).unwrap();
+        paths
+    }
+
+    /// `--job`, `--state`, `--out` and `--errors`.
+    fn all(&self) -> Vec<&str> {
+        vec![
+            "--job",
+            &self.job,
+            "--state",
+            &self.state,
+            "--out",
+            &self.out,
+            "--errors",
+            &self.errors,
+        ]
+    }
+}
+
+/// Waits until `path` holds at least `n` lines.
+async fn until_lines(path: &str, n: usize) {
+    for _ in 0..2000 {
+        let count = fs::read_to_string(path).map_or(0, |t| t.lines().count());
+        if count >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("{path} never held {n} lines");
+}
+
+#[tokio::test]
+async fn help_and_version_exit_0_and_list_the_flags_and_exit_codes() {
+    let help = run_sync(&["--help"], |_: &str| None).await;
+    let version = run_sync(&["--version"], |_: &str| None).await;
+
+    assert_eq!(help.code, 0, "{}", help.stderr);
+    for flag in [
+        "--job",
+        "--state",
+        "--out",
+        "--errors",
+        "--db",
+        "--request-timeout",
+        "--parallelism",
+        "--quiet",
+        "--dry-run",
+        "--force-resync",
+        "Exit codes",
+        "143",
+        "RUST_LOG",
+    ] {
+        assert!(help.stdout.contains(flag), "{flag} in {}", help.stdout);
+    }
+    assert_eq!(version.code, 0);
+    assert!(version.stdout.contains(env!("CARGO_PKG_VERSION")));
+}
+
+#[tokio::test]
+async fn request_timeout_and_parallelism_are_read_and_bad_values_exit_2() {
+    let args =
+        sync_example::Args::parse(owned(&["--job", "j.json", "--request-timeout", "2.5"])).unwrap();
+    assert_eq!(
+        args.client_options().request_timeout(),
+        Duration::from_millis(2500)
+    );
+    for (flag, value, says) in [
+        ("--request-timeout", "0", "more than 0"),
+        ("--request-timeout", "soon", "not a number of seconds"),
+        ("--parallelism", "0", "parallelism must be"),
+    ] {
+        let outcome = run_sync(&["--job", "j.json", flag, value], |_: &str| None).await;
+        assert_eq!(outcome.code, 2, "{flag} {value}");
+        assert!(outcome.stderr.contains(says), "{}", outcome.stderr);
+    }
+
+    let crm = many_accounts().await;
+    let paths = Paths::new("parallelism", &accounts_job());
+    let mut args = paths.all();
+    args.extend(["--parallelism", "4"]);
+    let outcome = run_sync(&args, environment(&crm)).await;
+    assert_eq!(outcome.code, 0, "{}", outcome.stderr);
+    let ranged = crm
+        .api_requests()
+        .iter()
+        .filter(|r| r.path().ends_with("/accounts"))
+        .filter(|r| r.path_and_query.contains("accountid%20gt"))
+        .count();
+    assert!(ranged > 0, "--parallelism 4 divides the read into ranges");
+    assert_eq!(written_ids(Path::new(&paths.out)), account_ids(&crm));
+}
+
+#[tokio::test]
+async fn out_may_be_dev_null_or_a_named_pipe() {
+    let crm = many_accounts().await;
+    let paths = Paths::new("devices", &accounts_job());
+    let to_null = run_sync(
+        &["--job", &paths.job, "--out", "/dev/null"],
+        environment(&crm),
+    )
+    .await;
+    assert_eq!(to_null.code, 0, "{}", to_null.stderr);
+    let report: Value = serde_json::from_str(to_null.stdout.trim()).unwrap();
+    assert_eq!(report["status"], "Success");
+
+    let pipe = paths.dir.join("pipe");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&pipe)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let reader = {
+        let pipe = pipe.clone();
+        std::thread::spawn(move || fs::read_to_string(pipe).unwrap())
+    };
+    let to_pipe = run_sync(
+        &["--job", &paths.job, "--out", pipe.to_str().unwrap()],
+        environment(&crm),
+    )
+    .await;
+    assert_eq!(to_pipe.code, 0, "{}", to_pipe.stderr);
+    let received = reader.join().unwrap();
+    let mut ids: Vec<String> = received
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["record"]["DynamicsId"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    ids.sort();
+    assert_eq!(ids, account_ids(&crm));
+}
+
+#[tokio::test]
+async fn a_stop_mid_run_saves_the_checkpoint_and_the_resumed_run_rewrites_at_most_one_batch() {
+    let crm = many_accounts().await;
+    // 20-row pages take about 40 ms each, so the stop comes while a batch is in flight.
+    crm.set_server_time(Duration::from_secs(10));
+    let paths = Paths::new("sigterm", &accounts_job());
+    let interrupt = sync_example::Interrupt::default();
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    let console = sync_example::Console {
+        stdout: &mut stdout,
+        stderr: &mut stderr,
+        terminal: false,
+    };
+    let run = sync_example::run_with(owned(&paths.all()), environment(&crm), console, &interrupt);
+    let stop = async {
+        until_lines(&paths.out, 40).await;
+        assert!(interrupt.stop(sync_example::EXIT_SIGTERM));
+    };
+    let (code, ()) = futures::join!(run, stop);
+
+    let stderr = String::from_utf8(stderr).unwrap();
+    assert_eq!(code, 143, "{stderr}");
+    let report: Value = serde_json::from_str(String::from_utf8(stdout).unwrap().trim()).unwrap();
+    assert_eq!(report["status"], "Cancelled");
+    let first = written_ids(Path::new(&paths.out));
+    let all = account_ids(&crm);
+    assert!(first.len() < all.len(), "stopped before the end");
+    assert_eq!(
+        first.len() as u64,
+        report["counts"]["upserted"].as_u64().unwrap()
+    );
+    assert!(stderr.contains("cancelled"), "{stderr}");
+
+    crm.set_server_time(Duration::ZERO);
+    let resumed = run_sync(&paths.all(), environment(&crm)).await;
+
+    assert_eq!(resumed.code, 0, "{}", resumed.stderr);
+    let mut written = written_ids(Path::new(&paths.out));
+    let total = written.len();
+    written.dedup();
+    assert_eq!(written, all, "every record, valid lines");
+    assert!(
+        total - all.len() <= 20,
+        "at most one batch again: {}",
+        total - all.len()
+    );
+}
+
+#[tokio::test]
+async fn a_torn_last_line_is_cut_off_with_a_warning_before_appending() {
+    let crm = many_accounts().await;
+    let paths = Paths::new("torn", &accounts_job());
+    fs::write(
+        &paths.out,
+        "{\"op\":\"upsert\",\"object\":\"Company\",\"key\":{\"DynamicsId\":\"a\"}}\n{\"op\":\"ups",
+    )
+    .unwrap();
+
+    let outcome = run_sync(&paths.all(), environment(&crm)).await;
+
+    assert_eq!(outcome.code, 0, "{}", outcome.stderr);
+    assert!(
+        outcome
+            .stderr
+            .contains("cut off a torn last line of 10 bytes"),
+        "{}",
+        outcome.stderr
+    );
+    let written = lines(&PathBuf::from(&paths.out));
+    assert_eq!(written.len(), 1 + account_ids(&crm).len());
+}
+
+#[tokio::test]
+async fn a_second_run_on_the_same_files_is_refused_and_a_stale_lock_taken_over() {
+    let crm = many_accounts().await;
+    crm.set_server_time(Duration::from_secs(5));
+    let paths = Paths::new("lock", &accounts_job());
+    let lock = format!("{}.lock", paths.state);
+    let args = paths.all();
+    let first = run_sync(&args, environment(&crm));
+    let second = async {
+        until_lines(&paths.out, 20).await;
+        run_sync(&paths.all(), environment(&crm)).await
+    };
+    let (first, second) = futures::join!(first, second);
+
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    assert_eq!(second.code, 2);
+    let pid = std::process::id().to_string();
+    assert!(
+        second
+            .stderr
+            .contains(&format!("another sync (process {pid})")),
+        "{}",
+        second.stderr
+    );
+    assert_eq!(written_ids(Path::new(&paths.out)), account_ids(&crm));
+    assert!(!Path::new(&lock).exists(), "removed at the end");
+
+    // A process killed with SIGKILL leaves its lock file, but not its lock.
+    crm.set_server_time(Duration::ZERO);
+    fs::write(&lock, "999999").unwrap();
+    let after_crash = run_sync(&paths.all(), environment(&crm)).await;
+    assert_eq!(after_crash.code, 0, "{}", after_crash.stderr);
+    assert!(
+        after_crash
+            .stderr
+            .contains("of process 999999, which ended"),
+        "{}",
+        after_crash.stderr
+    );
+}
+
+#[tokio::test]
+async fn two_flags_naming_one_file_are_refused_and_nothing_is_touched() {
+    let crm = many_accounts().await;
+    let paths = Paths::new("same", &accounts_job());
+    fs::write(&paths.out, "{\"kept\":true}\n").unwrap();
+    let alias = paths.dir.join(".").join("out.jsonl");
+
+    for (flag, other) in [
+        ("--state", alias.to_str().unwrap()),
+        ("--errors", &paths.out),
+    ] {
+        let outcome = run_sync(
+            &["--job", &paths.job, "--out", &paths.out, flag, other],
+            environment(&crm),
+        )
+        .await;
+        assert_eq!(outcome.code, 2, "{flag}");
+        let said = &outcome.stderr;
+        assert!(said.contains(" both name "), "{said}");
+        assert!(said.contains("--out") && said.contains(flag), "{said}");
+    }
+    assert_eq!(fs::read_to_string(&paths.out).unwrap(), "{\"kept\":true}\n");
+    assert!(crm.api_requests().is_empty(), "nothing read");
+}
+
+#[tokio::test]
+async fn unwritable_paths_are_refused_before_anything_is_read() {
+    let crm = many_accounts().await;
+    let paths = Paths::new("unwritable", &accounts_job());
+    let missing = paths.dir.join("no-such-folder").join("file.json");
+    let missing = missing.to_str().unwrap();
+
+    for flag in ["--state", "--errors", "--out"] {
+        let outcome = run_sync(&["--job", &paths.job, flag, missing], environment(&crm)).await;
+        assert_eq!(outcome.code, 2, "{flag}: {}", outcome.stderr);
+        assert!(
+            outcome
+                .stderr
+                .starts_with(&format!("{flag} {missing}: its folder")),
+            "{}",
+            outcome.stderr
+        );
+        assert!(outcome.stderr.contains("create it"), "{}", outcome.stderr);
+    }
+    assert!(crm.api_requests().is_empty(), "nothing read");
+}
+
+#[tokio::test]
+async fn failed_records_are_appended_to_errors_and_never_erased() {
+    let crm = StandIn::with_sample_data().await;
+    let mut definition = job_file();
+    definition["target"]["fields"]["Email"] = json!({"type": "string", "max_length": 40});
+    let paths = Paths::new("errors-kept", &definition);
+    let active: Vec<String> = crm
+        .rows("contact")
+        .into_iter()
+        .filter(|row| row["statecode"] == 0)
+        .map(|row| row["contactid"].as_str().unwrap().to_owned())
+        .collect();
+    let make_bad = |id: &str| {
+        crm.upsert(
+            "contact",
+            json!({"contactid": id, "emailaddress1": format!("{}@example.com", "x".repeat(40))}),
+        );
+    };
+    make_bad(&active[0]);
+
+    let first = run_sync(&paths.all(), environment(&crm)).await;
+    let quiet = run_sync(&paths.all(), environment(&crm)).await;
+    let after_quiet = lines(&PathBuf::from(&paths.errors));
+    make_bad(&active[1]);
+    crm.upsert(
+        "contact",
+        json!({"contactid": active[2], "emailaddress1": "good@example.com"}),
+    );
+    let third = run_sync(&paths.all(), environment(&crm)).await;
+
+    for outcome in [&first, &quiet, &third] {
+        assert_eq!(outcome.code, 0, "{}", outcome.stderr);
+    }
+    assert_eq!(after_quiet.len(), 1, "kept by a run without failures");
+    let failed: Vec<Value> = lines(&PathBuf::from(&paths.errors))
+        .iter()
+        .map(|l| l["record_id"].clone())
+        .collect();
+    assert_eq!(failed, [json!(active[0]), json!(active[1])]);
+}
+
+#[tokio::test]
+async fn a_state_made_for_another_job_is_refused_unless_forced() {
+    let crm = many_accounts().await;
+    let paths = Paths::new("other-state", &accounts_job());
+    let accounts = run_sync(&paths.all(), environment(&crm)).await;
+    assert_eq!(accounts.code, 0, "{}", accounts.stderr);
+    let contacts = paths.dir.join("contacts.json");
+    fs::write(&contacts, job_file().to_string()).unwrap();
+    let mut same_name = job_file();
+    same_name["name"] = json!("Accounts to Company");
+    let renamed = paths.dir.join("renamed.json");
+    fs::write(&renamed, same_name.to_string()).unwrap();
+    let with_job = |job: &PathBuf| {
+        let mut args = paths.all();
+        args[1] = job.to_str().unwrap();
+        args.iter().map(|a| a.to_string()).collect::<Vec<_>>()
+    };
+    let before = fs::read_to_string(&paths.state).unwrap();
+
+    let other_job = run_sync(&borrowed(&with_job(&contacts)), environment(&crm)).await;
+    let other_table = run_sync(&borrowed(&with_job(&renamed)), environment(&crm)).await;
+
+    assert_eq!(other_job.code, 2, "{}", other_job.stderr);
+    assert!(
+        other_job.stderr.contains(
+            "holds the checkpoints of `Accounts to Company` but none of job `Contacts to Person`"
+        ),
+        "{}",
+        other_job.stderr
+    );
+    assert_eq!(other_table.code, 2, "{}", other_table.stderr);
+    assert!(
+        other_table
+            .stderr
+            .contains("for the table `account`, but this job reads `contact`"),
+        "{}",
+        other_table.stderr
+    );
+    assert!(other_table.stderr.contains("--force-resync"));
+    assert_eq!(
+        fs::read_to_string(&paths.state).unwrap(),
+        before,
+        "untouched"
+    );
+
+    let mut forced = with_job(&contacts);
+    forced.push("--force-resync".to_owned());
+    let outcome = run_sync(&borrowed(&forced), environment(&crm)).await;
+    assert_eq!(outcome.code, 0, "{}", outcome.stderr);
+    let state = FileCheckpointStore::new(&paths.state);
+    let saved = state.load("Contacts to Person").await.unwrap().unwrap();
+    assert_eq!(saved.entity(), "contact");
+}
+
+fn borrowed(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+#[tokio::test]
+async fn an_unknown_entity_exits_2_and_a_run_whose_every_record_failed_exits_1() {
+    let crm = many_accounts().await;
+    let mut unknown = accounts_job();
+    unknown["source"]["entity"] = json!("acount");
+    let paths = Paths::new("exit-codes", &unknown);
+    let outcome = run_sync(&paths.all(), environment(&crm)).await;
+    assert_eq!(outcome.code, 2, "{}", outcome.stderr);
+    assert!(
+        outcome
+            .stderr
+            .contains("`acount`, which is not a table of this environment"),
+        "{}",
+        outcome.stderr
+    );
+
+    let mut all_fail = accounts_job();
+    all_fail["target"]["fields"]["DynamicsId"] = json!({"type": "string", "max_length": 5});
+    fs::write(&paths.job, all_fail.to_string()).unwrap();
+    let outcome = run_sync(&paths.all(), environment(&crm)).await;
+    assert_eq!(outcome.code, 1, "{}", outcome.stderr);
+    let report: Value = serde_json::from_str(outcome.stdout.trim()).unwrap();
+    assert_eq!(report["status"], "Failed");
+    assert_eq!(report["counts"]["failed"], account_ids(&crm).len());
+    assert!(
+        report["error"]
+            .as_str()
+            .unwrap()
+            .contains("nothing was written")
+    );
+    assert_eq!(
+        lines(&PathBuf::from(&paths.errors)).len(),
+        account_ids(&crm).len()
+    );
+}
+
+#[tokio::test]
+async fn dry_run_previews_the_first_records_and_writes_nothing() {
+    let crm = many_accounts().await;
+    let paths = Paths::new("dry-run", &accounts_job());
+    let mut args = paths.all();
+    args.push("--dry-run");
+
+    let outcome = run_sync(&args, environment(&crm)).await;
+
+    assert_eq!(outcome.code, 0, "{}", outcome.stderr);
+    let preview: Vec<Value> = outcome
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(preview.len(), 10);
+    assert!(preview.iter().all(|op| op["object"] == "Company"));
+    assert!(
+        outcome.stderr.contains("the first page held 20 records"),
+        "{}",
+        outcome.stderr
+    );
+    assert!(
+        outcome.stderr.contains("nothing was written"),
+        "{}",
+        outcome.stderr
+    );
+    let left: Vec<_> = fs::read_dir(&paths.dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(left, ["job.json"], "no file written");
+}
+
+#[tokio::test]
+async fn progress_lines_show_the_expected_count_and_quiet_shows_none() {
+    let crm = many_accounts().await;
+    let paths = Paths::new("progress", &accounts_job());
+    let total = account_ids(&crm).len();
+    let mut args = paths.all();
+    args.extend(["--progress-every", "0"]);
+
+    let shown = run_sync(&args, environment(&crm)).await;
+
+    assert_eq!(shown.code, 0, "{}", shown.stderr);
+    let progress: Vec<&str> = shown
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("Accounts to Company: read "))
+        .collect();
+    assert!(progress.len() >= 15, "a line per batch: {}", shown.stderr);
+    assert!(
+        progress[0].contains(&format!("read 20 of about {total}")),
+        "{}",
+        progress[0]
+    );
+    assert!(progress[0].contains("records/s, about"), "{}", progress[0]);
+    let report: Value = serde_json::from_str(shown.stdout.trim()).unwrap();
+    assert_eq!(report["counts"]["expected"], total);
+    assert_eq!(report["counts"]["read"], total);
+
+    let quiet_paths = Paths::new("quiet", &accounts_job());
+    let mut quiet_args = quiet_paths.all();
+    quiet_args.extend(["--progress-every", "0", "--quiet"]);
+    let quiet = run_sync(&quiet_args, environment(&crm)).await;
+    assert_eq!(quiet.code, 0, "{}", quiet.stderr);
+    assert_eq!(quiet.stderr, "");
 }

@@ -176,6 +176,7 @@ impl RunLock {
     /// with exit 2, naming its process id; a lock file left by a run that died is taken over,
     /// with a warning.
     pub fn take(flag: &str, path: &Path, warnings: &mut Vec<String>) -> Result<Self, Failure> {
+        check_folder(flag, path)?;
         let lock = sibling(path, ".lock");
         loop {
             let mut file = OpenOptions::new()

@@ -194,7 +194,10 @@ impl Command<'_, '_> {
         let client = connect(env, app, authority, &self.args).await?;
         let report = match self.args.db.clone() {
             Some(url) => self.sync_into_database(&job, &client, &url, files).await?,
-            None => self.sync_into_lines(&job, &client, checkpoint, files).await?,
+            None => {
+                self.sync_into_lines(&job, &client, checkpoint, files)
+                    .await?
+            }
         };
         self.finish(&job, report)
     }
