@@ -9,6 +9,7 @@ use d365_connector::{CheckpointStore, FileCheckpointStore};
 use serde_json::{Value, json};
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// A fresh scratch folder for one test.
@@ -1018,4 +1019,213 @@ async fn progress_lines_show_the_expected_count_and_quiet_shows_none() {
     let quiet = run_sync(&quiet_args, environment(&crm)).await;
     assert_eq!(quiet.code, 0, "{}", quiet.stderr);
     assert_eq!(quiet.stderr, "");
+}
+
+/// The arguments (JSON) of the command a child process runs in
+/// `sigterm_to_a_child_process_exits_143_and_loses_nothing`.
+const CHILD_ARGS: &str = "D365_SYNC_TEST_CHILD_ARGS";
+
+/// Runs the command as `main` does (real signals) when started by the test below; otherwise
+/// (ignored) does nothing.
+#[tokio::test]
+#[ignore = "the child process of sigterm_to_a_child_process_exits_143_and_loses_nothing"]
+async fn child_process_runs_the_command() {
+    let Ok(args) = std::env::var(CHILD_ARGS) else {
+        return;
+    };
+    let args: Vec<String> = serde_json::from_str(&args).unwrap();
+    let code = sync_example::command_line(args, |name| std::env::var(name).ok()).await;
+    std::process::exit(code);
+}
+
+#[tokio::test]
+async fn sigterm_to_a_child_process_exits_143_and_loses_nothing() {
+    let crm = many_accounts().await;
+    crm.set_server_time(Duration::from_secs(10));
+    let paths = Paths::new("child", &accounts_job());
+    let env = environment(&crm);
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap());
+    child
+        .args([
+            "--exact",
+            "child_process_runs_the_command",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env(CHILD_ARGS, serde_json::to_string(&paths.all()).unwrap())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    for name in [
+        "D365_URL",
+        "D365_TENANT_ID",
+        "D365_CLIENT_ID",
+        "D365_CLIENT_SECRET",
+        "D365_AUTHORITY",
+    ] {
+        child.env(name, env(name).unwrap());
+    }
+    let child = child.spawn().unwrap();
+
+    until_lines(&paths.out, 40).await;
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(143), "{stderr}");
+    assert!(
+        stderr.contains("stopping after the current batch"),
+        "{stderr}"
+    );
+    let stopped_at = written_ids(Path::new(&paths.out)).len();
+    let saved = FileCheckpointStore::new(&paths.state)
+        .load("Accounts to Company")
+        .await
+        .unwrap();
+    assert!(saved.is_some(), "the checkpoint was saved");
+
+    crm.set_server_time(Duration::ZERO);
+    let resumed = run_sync(&paths.all(), environment(&crm)).await;
+    assert_eq!(resumed.code, 0, "{}", resumed.stderr);
+    let mut written = written_ids(Path::new(&paths.out));
+    let total = written.len();
+    written.dedup();
+    assert_eq!(written, account_ids(&crm));
+    assert!(total - written.len() <= 20, "at most one batch again");
+    assert!(stopped_at < total);
+}
+
+/// Every span and event of the crate: names, and each field as `name=value`.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<String>>>);
+
+impl Captured {
+    fn all(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+struct Fields<'a>(&'a mut String);
+
+impl tracing::field::Visit for Fields<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0.push_str(&format!(" {}={value:?}", field.name()));
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Captured {
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        _: &tracing::span::Id,
+        _: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        if attrs.metadata().target().starts_with("d365_connector") {
+            let mut line = format!("span {}", attrs.metadata().name());
+            attrs.record(&mut Fields(&mut line));
+            self.0.lock().unwrap().push(line);
+        }
+    }
+
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        if event.metadata().target().starts_with("d365_connector") {
+            let mut line = "event".to_owned();
+            event.record(&mut Fields(&mut line));
+            self.0.lock().unwrap().push(line);
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_crate_traces_jobs_pages_and_requests_without_any_token_or_secret() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let crm = StandIn::with_sample_data().await;
+    let captured = Captured::default();
+    let _guard =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(captured.clone()));
+    let mut job = job_file();
+    job["source"] =
+        json!({ "entity": "contact", "incremental": "change_tracking", "page_size": 2 });
+    let paths = Paths::new("tracing", &job);
+    crm.inject(d365_connector::testkit::Fault::Unavailable);
+
+    let first = run_sync(&paths.all(), environment(&crm)).await;
+    let changed = crm.rows("contact")[0]["contactid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    crm.upsert(
+        "contact",
+        json!({"contactid": changed, "emailaddress1": "x@example.com"}),
+    );
+    let second = run_sync(&paths.all(), environment(&crm)).await;
+
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    assert_eq!(second.code, 0, "{}", second.stderr);
+    let lines = captured.all();
+    let has = |start: &str, fields: &[&str]| {
+        lines
+            .iter()
+            .any(|l| l.starts_with(start) && fields.iter().all(|f| l.contains(f)))
+    };
+    assert!(
+        has("span job", &["job=Contacts to Person", "entity=contact"]),
+        "{lines:#?}"
+    );
+    assert!(has("span page", &["number=1", "records=2"]), "{lines:#?}");
+    assert!(
+        has(
+            "span request",
+            &["method=\"GET\"", "entity_set=\"contacts\""]
+        ),
+        "{lines:#?}"
+    );
+    assert!(
+        has(
+            "event",
+            &[
+                "attempt=1",
+                "status=200",
+                "wait_ms=",
+                "duration_ms=",
+                "bytes="
+            ]
+        ),
+        "{lines:#?}"
+    );
+    assert!(
+        has("event", &["attempt=1", "status=503"]),
+        "{lines:#?}"
+    );
+    assert!(
+        has("event", &["retrying after a wait", "wait_ms="]),
+        "{lines:#?}"
+    );
+    assert!(
+        has("event", &["job ended", "status=Success", "written="]),
+        "{lines:#?}"
+    );
+    let tokens: Vec<String> = crm
+        .requests()
+        .iter()
+        .filter_map(|r| {
+            r.header("authorization")
+                .map(|h| h.trim_start_matches("Bearer ").to_owned())
+        })
+        .collect();
+    assert!(!tokens.is_empty());
+    let text = lines.join("\n");
+    for secret in tokens.iter().map(String::as_str).chain([
+        StandIn::CLIENT_SECRET,
+        "skiptoken",
+        "deltatoken",
+        "Bearer",
+    ]) {
+        assert!(!text.contains(secret), "{secret} in {text}");
+    }
 }
