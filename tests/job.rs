@@ -1073,7 +1073,8 @@ async fn insert_and_update_modes_count_what_they_did_and_a_refused_record_is_rep
         .run(&client, &sink, RunOptions::default())
         .await
         .unwrap();
-    assert_eq!(refused.status, SyncStatus::PartialSuccess, "{refused}");
+    // Every record failed and nothing was written: the run failed.
+    assert_eq!(refused.status, SyncStatus::Failed, "{refused}");
     assert_eq!(refused.counts.failed, total);
     assert_eq!(refused.counts.updated, 0);
     let failure = &refused.failures[0];
