@@ -1198,10 +1198,7 @@ async fn the_crate_traces_jobs_pages_and_requests_without_any_token_or_secret() 
         ),
         "{lines:#?}"
     );
-    assert!(
-        has("event", &["attempt=1", "status=503"]),
-        "{lines:#?}"
-    );
+    assert!(has("event", &["attempt=1", "status=503"]), "{lines:#?}");
     assert!(
         has("event", &["retrying after a wait", "wait_ms="]),
         "{lines:#?}"
