@@ -3,92 +3,15 @@
 
 #[path = "../examples/sync/main.rs"]
 mod sync_example;
+mod sync_support;
 
 use d365_connector::testkit::{AccountShape, StandIn};
 use d365_connector::{CheckpointStore, FileCheckpointStore};
 use serde_json::{Value, json};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-/// A fresh scratch folder for one test.
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("d365-sync-{}-{name}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn job_file() -> Value {
-    json!({
-        "name": "Contacts to Person",
-        "source": { "entity": "contact", "incremental": "auto", "filter": "statecode eq 0" },
-        "target": { "object": "Person",
-                    "fields": { "ExternalId": "id", "Email": "string", "CompanyId": "id",
-                                "Score": "number", "Since": "date", "Updated": "datetime",
-                                "Status": "string" },
-                    "required": ["ExternalId"] },
-        "mode": "upsert",
-        "identifiers": ["ExternalId"],
-        "mappings": [
-            { "source": "contactid", "target": "ExternalId" },
-            { "source": "emailaddress1", "target": "Email" },
-            { "source": "parentcustomerid", "target": "CompanyId" },
-            { "source": "annualincome", "target": "Score" },
-            { "source": "birthdate", "target": "Since" },
-            { "source": "modifiedon", "target": "Updated" },
-            { "source": "statecode", "target": "Status", "label": true }
-        ],
-        "deletes": "propagate"
-    })
-}
-
-fn environment(crm: &StandIn) -> impl Fn(&str) -> Option<String> + use<> {
-    let values = [
-        ("D365_URL", crm.url()),
-        ("D365_TENANT_ID", StandIn::TENANT_ID.to_owned()),
-        ("D365_CLIENT_ID", StandIn::CLIENT_ID.to_owned()),
-        ("D365_CLIENT_SECRET", StandIn::CLIENT_SECRET.to_owned()),
-        ("D365_AUTHORITY", crm.authority()),
-    ];
-    move |name| {
-        values
-            .iter()
-            .find(|(key, _)| *key == name)
-            .map(|(_, value)| value.clone())
-    }
-}
-
-struct Outcome {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-async fn run_sync(args: &[&str], env: impl Fn(&str) -> Option<String>) -> Outcome {
-    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-    let code = sync_example::run(
-        args.iter().map(|a| a.to_string()),
-        env,
-        &mut stdout,
-        &mut stderr,
-    )
-    .await;
-    Outcome {
-        code,
-        stdout: String::from_utf8(stdout).unwrap(),
-        stderr: String::from_utf8(stderr).unwrap(),
-    }
-}
-
-fn lines(path: &PathBuf) -> Vec<Value> {
-    fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect()
-}
+use sync_support::{Paths, environment, job_file, lines, run_sync, scratch};
 
 #[tokio::test]
 async fn a_job_file_runs_resumes_and_appends_only_changes() {
@@ -500,45 +423,6 @@ fn written_ids(path: &Path) -> Vec<String> {
 /// `args` as owned strings.
 fn owned(args: &[&str]) -> Vec<String> {
     args.iter().map(|a| a.to_string()).collect()
-}
-
-/// Paths of one scratch folder: the job file (written with `job`), state, out and errors.
-struct Paths {
-    dir: PathBuf,
-    job: String,
-    state: String,
-    out: String,
-    errors: String,
-}
-
-impl Paths {
-    fn new(name: &str, job: &Value) -> Self {
-        let dir = scratch(name);
-        let text = |file: &str| dir.join(file).to_str().unwrap().to_owned();
-        let paths = Paths {
-            job: text("job.json"),
-            state: text("state.json"),
-            out: text("out.jsonl"),
-            errors: text("errors.jsonl"),
-            dir,
-        };
-        fs::write(&paths.job, job.to_string()).unwrap();
-        paths
-    }
-
-    /// `--job`, `--state`, `--out` and `--errors`.
-    fn all(&self) -> Vec<&str> {
-        vec![
-            "--job",
-            &self.job,
-            "--state",
-            &self.state,
-            "--out",
-            &self.out,
-            "--errors",
-            &self.errors,
-        ]
-    }
 }
 
 /// Waits until `path` holds at least `n` lines.
@@ -1098,131 +982,4 @@ async fn sigterm_to_a_child_process_exits_143_and_loses_nothing() {
     assert_eq!(written, account_ids(&crm));
     assert!(total - written.len() <= 20, "at most one batch again");
     assert!(stopped_at < total);
-}
-
-/// Every span and event of the crate: names, and each field as `name=value`.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<String>>>);
-
-impl Captured {
-    fn all(&self) -> Vec<String> {
-        self.0.lock().unwrap().clone()
-    }
-}
-
-struct Fields<'a>(&'a mut String);
-
-impl tracing::field::Visit for Fields<'_> {
-    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        self.0.push_str(&format!(" {}={value:?}", field.name()));
-    }
-}
-
-impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Captured {
-    fn on_new_span(
-        &self,
-        attrs: &tracing::span::Attributes<'_>,
-        _: &tracing::span::Id,
-        _: tracing_subscriber::layer::Context<'_, S>,
-    ) {
-        if attrs.metadata().target().starts_with("d365_connector") {
-            let mut line = format!("span {}", attrs.metadata().name());
-            attrs.record(&mut Fields(&mut line));
-            self.0.lock().unwrap().push(line);
-        }
-    }
-
-    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
-        if event.metadata().target().starts_with("d365_connector") {
-            let mut line = "event".to_owned();
-            event.record(&mut Fields(&mut line));
-            self.0.lock().unwrap().push(line);
-        }
-    }
-}
-
-#[tokio::test]
-async fn the_crate_traces_jobs_pages_and_requests_without_any_token_or_secret() {
-    use tracing_subscriber::layer::SubscriberExt;
-    let crm = StandIn::with_sample_data().await;
-    let captured = Captured::default();
-    let _guard =
-        tracing::subscriber::set_default(tracing_subscriber::registry().with(captured.clone()));
-    let mut job = job_file();
-    job["source"] =
-        json!({ "entity": "contact", "incremental": "change_tracking", "page_size": 2 });
-    let paths = Paths::new("tracing", &job);
-    crm.inject(d365_connector::testkit::Fault::Unavailable);
-
-    let first = run_sync(&paths.all(), environment(&crm)).await;
-    let changed = crm.rows("contact")[0]["contactid"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    crm.upsert(
-        "contact",
-        json!({"contactid": changed, "emailaddress1": "x@example.com"}),
-    );
-    let second = run_sync(&paths.all(), environment(&crm)).await;
-
-    assert_eq!(first.code, 0, "{}", first.stderr);
-    assert_eq!(second.code, 0, "{}", second.stderr);
-    let lines = captured.all();
-    let has = |start: &str, fields: &[&str]| {
-        lines
-            .iter()
-            .any(|l| l.starts_with(start) && fields.iter().all(|f| l.contains(f)))
-    };
-    assert!(
-        has("span job", &["job=Contacts to Person", "entity=contact"]),
-        "{lines:#?}"
-    );
-    assert!(has("span page", &["number=1", "records=2"]), "{lines:#?}");
-    assert!(
-        has(
-            "span request",
-            &["method=\"GET\"", "entity_set=\"contacts\""]
-        ),
-        "{lines:#?}"
-    );
-    assert!(
-        has(
-            "event",
-            &[
-                "attempt=1",
-                "status=200",
-                "wait_ms=",
-                "duration_ms=",
-                "bytes="
-            ]
-        ),
-        "{lines:#?}"
-    );
-    assert!(has("event", &["attempt=1", "status=503"]), "{lines:#?}");
-    assert!(
-        has("event", &["retrying after a wait", "wait_ms="]),
-        "{lines:#?}"
-    );
-    assert!(
-        has("event", &["job ended", "status=Success", "written="]),
-        "{lines:#?}"
-    );
-    let tokens: Vec<String> = crm
-        .requests()
-        .iter()
-        .filter_map(|r| {
-            r.header("authorization")
-                .map(|h| h.trim_start_matches("Bearer ").to_owned())
-        })
-        .collect();
-    assert!(!tokens.is_empty());
-    let text = lines.join("\n");
-    for secret in tokens.iter().map(String::as_str).chain([
-        StandIn::CLIENT_SECRET,
-        "skiptoken",
-        "deltatoken",
-        "Bearer",
-    ]) {
-        assert!(!text.contains(secret), "{secret} in {text}");
-    }
 }
