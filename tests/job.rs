@@ -7,13 +7,13 @@ use d365_connector::testkit::{Fault, StandIn};
 use d365_connector::{
     CancelToken, ChainOptions, ChainOutcome, Checkpoint, ClientCredentialsAuthorizer,
     ClientOptions, ClientSecret, Connection, DataverseClient, EntraApp, ErrorKind, JobChain,
-    MappingErrors, MemorySink, Operation, RecordSink, RunOptions, SyncJob, SyncProgress,
-    SyncStatus, TargetRecord, TargetValue, VirtualClock, WriteResult,
+    MappingErrors, MemorySink, Operation, ProgressFn, RecordSink, RunOptions, SyncJob,
+    SyncProgress, SyncStatus, TargetRecord, TargetValue, VirtualClock, WriteResult,
 };
 use serde_json::{Value, json};
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 async fn connect(crm: &StandIn) -> (Connection, DataverseClient) {
     let connection = Connection::builder("Stand-in", crm.url())
@@ -90,11 +90,20 @@ async fn refused_to_start(job: &SyncJob, client: &DataverseClient) -> d365_conne
 }
 
 /// Run options that resume from `checkpoint`.
-fn resuming(checkpoint: Option<Checkpoint>) -> RunOptions<'static> {
+fn resuming(checkpoint: Option<Checkpoint>) -> RunOptions {
     RunOptions {
         checkpoint,
         ..RunOptions::default()
     }
+}
+
+/// A progress callback that keeps every update, and the updates it keeps.
+fn recording() -> (ProgressFn, Arc<Mutex<Vec<SyncProgress>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let keep = Arc::clone(&seen);
+    let progress: ProgressFn =
+        Arc::new(move |p: &SyncProgress| keep.lock().unwrap().push(p.clone()));
+    (progress, seen)
 }
 
 fn key(id: &str) -> TargetRecord {
@@ -272,7 +281,12 @@ async fn a_run_killed_at_page_three_resumes_and_writes_every_record_once() {
 
     assert_eq!(crashed.status, SyncStatus::Failed);
     assert!(
-        crashed.error.as_deref().unwrap().contains("store is down"),
+        crashed
+            .error
+            .as_ref()
+            .unwrap()
+            .to_string()
+            .contains("store is down"),
         "{crashed}"
     );
     assert_eq!(crashed.counts.upserted, 20);
@@ -428,13 +442,7 @@ async fn an_unfinished_resync_keeps_the_expired_checkpoint_so_the_next_run_start
         fail_from: 2,
     };
 
-    let progress_checkpoints = std::sync::Mutex::new(Vec::new());
-    let on_progress = |p: &SyncProgress| {
-        progress_checkpoints
-            .lock()
-            .unwrap()
-            .push(p.checkpoint.clone())
-    };
+    let (on_progress, seen) = recording();
 
     let crashed = job
         .run(
@@ -442,7 +450,7 @@ async fn an_unfinished_resync_keeps_the_expired_checkpoint_so_the_next_run_start
             &crashing,
             RunOptions {
                 checkpoint: first.checkpoint.clone(),
-                progress: Some(&on_progress),
+                progress: Some(on_progress),
                 ..RunOptions::default()
             },
         )
@@ -452,7 +460,12 @@ async fn an_unfinished_resync_keeps_the_expired_checkpoint_so_the_next_run_start
     assert_eq!(crashed.status, SyncStatus::Failed, "{crashed}");
     assert!(crashed.full_resync);
     assert_eq!(crashed.checkpoint, first.checkpoint);
-    let progress_checkpoints = progress_checkpoints.into_inner().unwrap();
+    let progress_checkpoints: Vec<_> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|p| p.checkpoint.clone())
+        .collect();
     assert_eq!(
         progress_checkpoints.len(),
         1,
@@ -471,11 +484,12 @@ async fn cancelling_stops_after_the_batch_with_a_checkpoint_that_resumes() {
     let sink = MemorySink::new();
     let job = contacts_job(10);
     let cancel = CancelToken::new();
-    let seen = std::sync::Mutex::new(Vec::new());
-    let on_progress = |progress: &SyncProgress| {
-        seen.lock().unwrap().push(progress.clone());
-        cancel.cancel();
-    };
+    let (record, seen) = recording();
+    let stop = cancel.clone();
+    let on_progress: ProgressFn = Arc::new(move |progress: &SyncProgress| {
+        record(progress);
+        stop.cancel();
+    });
 
     let cancelled = job
         .run(
@@ -483,7 +497,7 @@ async fn cancelling_stops_after_the_batch_with_a_checkpoint_that_resumes() {
             &sink,
             RunOptions {
                 cancel: Some(cancel.clone()),
-                progress: Some(&on_progress),
+                progress: Some(on_progress),
                 ..RunOptions::default()
             },
         )
@@ -656,9 +670,7 @@ async fn a_chain_whose_first_job_fails_does_not_run_its_dependent() {
         fail_from: 1,
     };
 
-    let report = chain
-        .run(&client, &crashing, &ChainOptions::default())
-        .await;
+    let report = chain.run(&client, &crashing, ChainOptions::default()).await;
 
     match report.outcome("Accounts to Company").unwrap() {
         ChainOutcome::Ran(first) => assert_eq!(first.status, SyncStatus::Failed),
@@ -676,7 +688,7 @@ async fn a_chain_whose_first_job_fails_does_not_run_its_dependent() {
             .all(|r| !r.path().ends_with("/contacts"))
     );
 
-    let healthy = chain.run(&client, &store, &ChainOptions::default()).await;
+    let healthy = chain.run(&client, &store, ChainOptions::default()).await;
     assert!(
         healthy.outcomes.iter().all(ChainOutcome::succeeded),
         "{healthy:?}"
@@ -784,8 +796,11 @@ async fn a_sink_answering_the_wrong_number_of_results_or_failing_to_flush_fails_
         assert_eq!(report.counts.read, 0, "{sink:?}");
         assert_eq!(report.counts.upserted, 0, "{sink:?}");
         let error = report.error.unwrap();
+        assert_eq!(error.kind(), ErrorKind::Sink, "{error}");
+        let message = error.to_string();
         assert!(
-            error.contains("exactly one result per operation") || error.contains("disk is full"),
+            message.contains("exactly one result per operation")
+                || message.contains("disk is full"),
             "{error}"
         );
     }
@@ -796,22 +811,21 @@ async fn progress_carries_a_checkpoint_after_every_accepted_batch() {
     let crm = StandIn::with_sample_data().await;
     let (_, client) = connect(&crm).await;
     let sink = MemorySink::new();
-    let seen = std::sync::Mutex::new(Vec::new());
-    let on_progress = |progress: &SyncProgress| seen.lock().unwrap().push(progress.clone());
+    let (on_progress, seen) = recording();
 
     let report = contacts_job(10)
         .run(
             &client,
             &sink,
             RunOptions {
-                progress: Some(&on_progress),
+                progress: Some(on_progress),
                 ..RunOptions::default()
             },
         )
         .await
         .unwrap();
 
-    let seen = seen.into_inner().unwrap();
+    let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 3);
     assert_eq!(
         seen.iter().map(|p| p.counts.upserted).collect::<Vec<_>>(),
@@ -831,15 +845,15 @@ fn a_page_size_dataverse_cannot_serve_is_refused() {
 
 /// Finds Company ids in the memory sink by their `DynamicsId`, as a host would in its store.
 #[derive(Debug)]
-struct CompaniesInSink<'a>(&'a MemorySink);
+struct CompaniesInSink(Arc<MemorySink>);
 
 #[async_trait]
-impl d365_connector::TargetLookup for CompaniesInSink<'_> {
+impl d365_connector::TargetLookup for CompaniesInSink {
     async fn find_ids(
         &self,
         object: &str,
         criteria: &TargetRecord,
-    ) -> Result<Vec<String>, Box<dyn std::error::Error + Send + Sync>> {
+    ) -> d365_connector::Result<Vec<String>> {
         Ok(self
             .0
             .records(object)
@@ -885,15 +899,14 @@ async fn a_chain_hands_the_lookup_to_derived_mappings_of_dependent_jobs() {
     )
     .unwrap();
     let chain = JobChain::new(vec![companies, people]).unwrap();
-    let sink = MemorySink::new();
-    let lookup = CompaniesInSink(&sink);
+    let sink = Arc::new(MemorySink::new());
 
     let report = chain
         .run(
             &client,
-            &sink,
-            &ChainOptions {
-                lookup: Some(&lookup),
+            sink.as_ref(),
+            ChainOptions {
+                lookup: Some(Arc::new(CompaniesInSink(Arc::clone(&sink)))),
                 ..ChainOptions::default()
             },
         )

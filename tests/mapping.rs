@@ -1277,13 +1277,16 @@ impl TargetLookup for Companies {
         &self,
         object: &str,
         criteria: &TargetRecord,
-    ) -> std::result::Result<Vec<String>, Box<dyn std::error::Error + Send + Sync>> {
+    ) -> d365_connector::Result<Vec<String>> {
         self.queries
             .lock()
             .unwrap()
             .push((object.to_owned(), serde_json::to_string(criteria).unwrap()));
         if self.broken {
-            return Err("the company store is offline".into());
+            return Err(d365_connector::Error::new(
+                d365_connector::ErrorKind::Lookup,
+                "the company store is offline",
+            ));
         }
         let wanted = criteria.get("DynamicsId").and_then(TargetValue::as_str);
         Ok(self
