@@ -548,10 +548,7 @@ impl PartitionedRead {
     }
 
     fn page_size(&self) -> u32 {
-        self.shape
-            .prefer
-            .max_page_size
-            .unwrap_or(super::MAX_PAGE_SIZE)
+        self.shape.prefer.max_page_size.unwrap_or(super::MAX_PAGE_SIZE)
     }
 
     /// Takes a fetched page of range `key`: rows past the range's (possibly lowered) upper
