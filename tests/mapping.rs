@@ -1452,3 +1452,49 @@ async fn a_derived_mapping_built_in_code_matches_up_to_six_fields() {
         )
     );
 }
+
+#[test]
+fn a_target_record_reads_back_from_its_json_and_hashes_as_it_compares() {
+    let mut record = TargetRecord::new();
+    record.insert("Name", TargetValue::String("Contoso".to_owned()));
+    record.insert(
+        "Revenue",
+        TargetValue::Number(Number::parse("5000000.25").unwrap()),
+    );
+    record.insert("Active", TargetValue::Bool(true));
+    record.insert("ParentId", TargetValue::Null);
+
+    let back: TargetRecord =
+        serde_json::from_str(&serde_json::to_string(&record).unwrap()).unwrap();
+
+    assert_eq!(back, record);
+    let distinct: std::collections::HashSet<TargetRecord> = [record.clone(), back].into();
+    assert_eq!(distinct.len(), 1);
+    // JSON does not tell an id from text: an id reads back as a string.
+    let mut key = TargetRecord::new();
+    key.insert("DynamicsId", TargetValue::Id("a1".to_owned()));
+    let read: TargetRecord = serde_json::from_value(serde_json::to_value(&key).unwrap()).unwrap();
+    assert_eq!(
+        read.get("DynamicsId"),
+        Some(&TargetValue::String("a1".to_owned()))
+    );
+    let error = serde_json::from_str::<TargetRecord>("[1]").unwrap_err();
+    assert!(
+        error.to_string().contains("an object of field names"),
+        "{error}"
+    );
+}
+
+#[test]
+fn an_attribute_type_displays_as_dataverse_names_it() {
+    use d365_connector::AttributeType;
+    assert_eq!(AttributeType::Customer.to_string(), "Customer");
+    assert_eq!(
+        AttributeType::MultiSelectPicklist.to_string(),
+        "MultiSelectPicklist"
+    );
+    assert_eq!(
+        AttributeType::Other("Exotic".to_owned()).to_string(),
+        "Exotic"
+    );
+}
