@@ -1419,3 +1419,44 @@ fn a_job_built_in_code_equals_the_same_job_read_from_json() {
     assert_eq!(error.kind(), ErrorKind::Config);
     assert!(error.to_string().contains("reconcile_every"), "{error}");
 }
+
+#[tokio::test]
+async fn chain_options_hand_each_job_the_metadata_of_its_entity() {
+    let crm = StandIn::with_sample_data().await;
+    let (_, client) = connect(&crm).await;
+    let account = d365_connector::EntityMetadata::fetch(
+        &client,
+        "account",
+        &d365_connector::MetadataOptions::default(),
+    )
+    .await
+    .unwrap();
+    crm.clear_requests();
+
+    let report = companies_then_people()
+        .run(
+            &client,
+            &MemorySink::new(),
+            ChainOptions {
+                metadata: vec![Arc::new(account)],
+                ..ChainOptions::default()
+            },
+        )
+        .await;
+
+    assert!(
+        report.outcomes.iter().all(ChainOutcome::succeeded),
+        "{report:?}"
+    );
+    let definitions: Vec<String> = crm
+        .api_requests()
+        .iter()
+        .filter(|r| r.path().contains("EntityDefinitions"))
+        .map(|r| r.path_and_query.clone())
+        .collect();
+    assert!(!definitions.is_empty(), "contact's metadata is fetched");
+    assert!(
+        definitions.iter().all(|path| !path.contains("account")),
+        "{definitions:?}"
+    );
+}

@@ -66,7 +66,7 @@ impl JobChain {
         };
         for job in &self.jobs {
             let checkpoint = options.checkpoints.get(&job.name).cloned();
-            let outcome = match self.blocked(job, &report.outcomes, &options) {
+            let outcome = match blocked(job, &report.outcomes, &options) {
                 Some(reason) => ChainOutcome::NotRun {
                     job: job.name.clone(),
                     reason,
@@ -93,31 +93,26 @@ impl JobChain {
         }
         report
     }
+}
 
-    /// Why `job` must not run after `earlier` outcomes: the chain was cancelled, or its
-    /// dependency did not succeed.
-    fn blocked(
-        &self,
-        job: &SyncJob,
-        earlier: &[ChainOutcome],
-        options: &ChainOptions,
-    ) -> Option<String> {
-        if options
-            .cancel
-            .as_ref()
-            .is_some_and(CancelToken::is_cancelled)
-        {
-            return Some("not run: the chain was cancelled".to_owned());
-        }
-        let dependency = job.depends_on.as_deref()?;
-        let outcome = earlier.iter().find(|o| o.job() == dependency)?;
-        (!outcome.succeeded()).then(|| {
-            format!(
-                "not run: it depends on `{dependency}`, which {}",
-                outcome.describe()
-            )
-        })
+/// Why `job` must not run after `earlier` outcomes: the chain was cancelled, or its
+/// dependency did not succeed.
+fn blocked(job: &SyncJob, earlier: &[ChainOutcome], options: &ChainOptions) -> Option<String> {
+    if options
+        .cancel
+        .as_ref()
+        .is_some_and(CancelToken::is_cancelled)
+    {
+        return Some("not run: the chain was cancelled".to_owned());
     }
+    let dependency = job.depends_on.as_deref()?;
+    let outcome = earlier.iter().find(|o| o.job() == dependency)?;
+    (!outcome.succeeded()).then(|| {
+        format!(
+            "not run: it depends on `{dependency}`, which {}",
+            outcome.describe()
+        )
+    })
 }
 
 /// How a chain runs: each job's checkpoint, and what every job of the chain shares. Owned and
@@ -167,7 +162,7 @@ impl fmt::Debug for ChainOptions {
                     .map(|m| m.logical_name())
                     .collect::<Vec<_>>(),
             )
-            .field("lookup", &self.lookup)
+            .field("lookup", &self.lookup.is_some())
             .field("progress", &self.progress.is_some())
             .field("cancel", &self.cancel)
             .finish()

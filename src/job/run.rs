@@ -93,7 +93,7 @@ impl fmt::Debug for RunOptions {
                 "metadata",
                 &self.metadata.as_ref().map(|m| m.logical_name()),
             )
-            .field("lookup", &self.lookup)
+            .field("lookup", &self.lookup.is_some())
             .field("progress", &self.progress.is_some())
             .field("cancel", &self.cancel)
             .finish()
