@@ -18,11 +18,10 @@
 //! redirect URI. With a `http://localhost:<port>` redirect URI this example listens there;
 //! otherwise (or as well) paste the URL the browser ended on.
 
-use async_trait::async_trait;
 use d365_connector::{
     AuthorizationCodeAuthorizer, AuthorizeOptions, Authorizer, ClientCertificate,
-    ClientCredentialsAuthorizer, ClientSecret, Connection, DataverseClient, EntraApp, Prompt,
-    StoreError, TokenSet, TokenStore, who_am_i,
+    ClientCredentialsAuthorizer, ClientSecret, Connection, DataverseClient, EntraApp, Error,
+    ErrorKind, Prompt, TokenSet, TokenStore, async_trait, who_am_i,
 };
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -227,31 +226,56 @@ struct FileTokenStore {
     path: PathBuf,
 }
 
-#[async_trait]
-impl TokenStore for FileTokenStore {
-    async fn load(&self) -> Result<Option<TokenSet>, StoreError> {
-        match tokio::fs::read(&self.path).await {
-            Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes)?)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+impl FileTokenStore {
+    /// A `Store` error naming the file and what could not be done with it.
+    fn error(
+        &self,
+        doing: &str,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Error {
+        Error::new(
+            ErrorKind::Store,
+            format!(
+                "the token file {} could not be {doing}",
+                self.path.display()
+            ),
+        )
+        .with_source(source)
     }
 
-    async fn save(&self, tokens: &TokenSet) -> Result<(), StoreError> {
-        let json = serde_json::to_vec_pretty(tokens)?;
+    async fn write(&self, json: &[u8]) -> std::io::Result<()> {
         let mut options = tokio::fs::OpenOptions::new();
         options.write(true).create(true).truncate(true);
         #[cfg(unix)]
         options.mode(0o600);
         let mut file = options.open(&self.path).await?;
-        file.write_all(&json).await?;
-        file.flush().await?;
-        Ok(())
+        file.write_all(json).await?;
+        file.flush().await
+    }
+}
+
+#[async_trait]
+impl TokenStore for FileTokenStore {
+    async fn load(&self) -> d365_connector::Result<Option<TokenSet>> {
+        match tokio::fs::read(&self.path).await {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| self.error("read as a token set (delete it and sign in again)", e)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.error("read", e)),
+        }
     }
 
-    async fn clear(&self) -> Result<(), StoreError> {
+    async fn save(&self, tokens: &TokenSet) -> d365_connector::Result<()> {
+        let json = serde_json::to_vec_pretty(tokens).map_err(|e| self.error("written", e))?;
+        self.write(&json)
+            .await
+            .map_err(|e| self.error("written", e))
+    }
+
+    async fn clear(&self) -> d365_connector::Result<()> {
         match tokio::fs::remove_file(&self.path).await {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(self.error("removed", e)),
             _ => Ok(()),
         }
     }

@@ -9,15 +9,15 @@
 //! a chain of two jobs: Account to Company, and Contact to Person, which maps the Customer field
 //! `parentcustomerid` by its id. Everything goes into the SQLite file `target/quickstart.db`
 //! (tables `User`, `Company`, `Person`, and the checkpoints in `d365_checkpoints`). Then it
-//! changes the stand-in (an update, a delete, a new contact) and runs the chain again, which
-//! writes only those changes. Rows read back with SQL are printed before and after; the exit
+//! changes the stand-in (an update, a delete, a new contact) and runs the chain again from the
+//! first run's checkpoints (`ChainReport::checkpoints`), which writes only those changes. Rows read back with SQL are printed before and after; the exit
 //! code is 0 when every job succeeded.
 
 use d365_connector::testkit::StandIn;
 use d365_connector::{
-    ChainOptions, ChainOutcome, CheckpointStore, ClientCredentialsAuthorizer, ClientSecret,
-    Connection, DataverseClient, EntraApp, JobChain, RunOptions, SqlSink, SyncJob, SyncStatus,
-    who_am_i,
+    ChainOptions, ChainOutcome, ChainReport, CheckpointStore, ClientCredentialsAuthorizer,
+    ClientSecret, Connection, DataverseClient, EntraApp, JobChain, RunOptions, SqlSink, SyncJob,
+    SyncStatus, who_am_i,
 };
 use serde_json::json;
 use sqlx::{Row, SqlitePool};
@@ -123,12 +123,20 @@ pub async fn run(database: &Path, out: &mut dyn Write) -> Result<bool, Failure> 
     writeln!(out, "{report}\n")?;
     let mut all_succeeded = report.status == SyncStatus::Success;
 
-    // 4. Data sync jobs: Company first, then Person, which depends on it.
+    // 4. Data sync jobs: Company first, then Person, which depends on it. Each resumes from
+    //    the checkpoint the sink keeps in the database (none yet: everything is read).
     let chain = JobChain::new(vec![
         SyncJob::from_json(ACCOUNTS_TO_COMPANY)?,
         SyncJob::from_json(CONTACTS_TO_PERSON)?,
     ])?;
-    all_succeeded &= run_chain(&chain, &client, &sink, out).await?;
+    let mut options = ChainOptions::default();
+    for job in chain.jobs() {
+        if let Some(checkpoint) = sink.load(&job.name).await? {
+            options.checkpoints.insert(job.name.clone(), checkpoint);
+        }
+    }
+    let first = chain.run(&client, &sink, options).await;
+    all_succeeded &= print_chain(&first, out)?;
     let tables = SqlitePool::connect(&url).await?;
     print_rows(&tables, "Company", COMPANIES, out).await?;
     print_rows(&tables, "Person", PEOPLE, out).await?;
@@ -158,38 +166,40 @@ pub async fn run(database: &Path, out: &mut dyn Write) -> Result<bool, Failure> 
         "Changed in Dynamics: Contoso's revenue and city, one contact deleted, Nestor Adams created.\n"
     )?;
 
-    // 6. The incremental pass: each job resumes from the checkpoint kept in the database.
-    all_succeeded &= run_chain(&chain, &client, &sink, out).await?;
+    // 6. The incremental pass: each job resumes from where the first pass left it (the same
+    //    checkpoints the database keeps, which a restarted process would load as above).
+    let options = ChainOptions {
+        checkpoints: first.checkpoints().clone(),
+        ..ChainOptions::default()
+    };
+    let second = chain.run(&client, &sink, options).await;
+    all_succeeded &= print_chain(&second, out)?;
     print_rows(&tables, "Company", COMPANIES, out).await?;
     print_rows(&tables, "Person", PEOPLE, out).await?;
     writeln!(out, "The tables are in {}.", database.display())?;
     Ok(all_succeeded)
 }
 
-/// Runs the chain from the checkpoints the sink keeps, prints each report, and says whether
-/// every job succeeded.
-async fn run_chain(
-    chain: &JobChain,
-    client: &DataverseClient,
-    sink: &SqlSink,
-    out: &mut dyn Write,
-) -> Result<bool, Failure> {
-    let mut options = ChainOptions::default();
-    for job in chain.jobs() {
-        if let Some(checkpoint) = sink.load(&job.name).await? {
-            options.checkpoints.insert(job.name.clone(), checkpoint);
-        }
-    }
+/// Prints each job's report, or why it did not run, and says whether every job succeeded.
+fn print_chain(report: &ChainReport, out: &mut dyn Write) -> Result<bool, Failure> {
     let mut all_succeeded = true;
-    for outcome in &chain.run(client, sink, &options).await.outcomes {
+    for outcome in &report.outcomes {
         match outcome {
             ChainOutcome::Ran(report) => {
                 all_succeeded &= report.status == SyncStatus::Success;
                 writeln!(out, "{report}\n")?;
             }
-            other => {
+            ChainOutcome::Refused { job, error } => {
                 all_succeeded = false;
-                writeln!(out, "{}: {other:?}\n", other.job())?;
+                writeln!(
+                    out,
+                    "{job}: refused to start ({:?}): {error}\n",
+                    error.kind()
+                )?;
+            }
+            ChainOutcome::NotRun { job, reason } => {
+                all_succeeded = false;
+                writeln!(out, "{job}: {reason}\n")?;
             }
         }
     }

@@ -15,6 +15,12 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Keeps each job's [`Checkpoint`] by job name.
+///
+/// An async trait: implement it with [`#[async_trait]`](crate::async_trait) (re-exported by
+/// this crate), writing `async fn load(&self, job: &str) -> Result<Option<Checkpoint>>` and
+/// `async fn save(&self, job: &str, checkpoint: &Checkpoint) -> Result<()>`; fail with an
+/// [`ErrorKind::Store`] error carrying the storage's own error as its source.
+/// `examples/host_traits.rs` implements it over a store of its own.
 #[async_trait]
 pub trait CheckpointStore: Send + Sync + fmt::Debug {
     /// The checkpoint saved for the job `job`, if any.
@@ -101,7 +107,7 @@ impl FileCheckpointStore {
 
     fn error(&self, what: &str, source: io::Error) -> Error {
         Error::new(
-            ErrorKind::Sink,
+            ErrorKind::Store,
             format!("the checkpoint file {} {what}", self.path.display()),
         )
         .with_source(source)

@@ -1,14 +1,17 @@
 //! The one error type of the crate.
 
+use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// `Result` with this crate's [`Error`] as the default error type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// What went wrong, in the terms a caller acts on.
+/// What went wrong, in the terms a caller acts on. Serialized in snake_case (`"resync_required"`).
 #[non_exhaustive]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
     /// The configuration is invalid (a bad URL, a missing setting). Fix the input.
     Config,
@@ -29,6 +32,11 @@ pub enum ErrorKind {
     Mapping,
     /// The host's record sink failed.
     Sink,
+    /// The host's token or checkpoint store failed ([`TokenStore`](crate::TokenStore),
+    /// [`CheckpointStore`](crate::CheckpointStore)).
+    Store,
+    /// The host's [`TargetLookup`](crate::TargetLookup) failed.
+    Lookup,
     /// The change-tracking token is no longer valid: a full resync is required.
     ResyncRequired,
 }
@@ -76,19 +84,27 @@ impl fmt::Display for ThrottleLimit {
     }
 }
 
-/// The error returned by every fallible call of this crate.
+/// The error returned by every fallible call of this crate, and by the host's implementations
+/// of its traits.
 ///
 /// `Display` is one sentence a person can act on; details are available through the
 /// accessors. No secret, bearer token or paging token ever appears in it.
-#[derive(thiserror::Error)]
-#[error(transparent)]
+///
+/// Reports carry it ([`SyncReport::error`](crate::SyncReport::error),
+/// [`ChainOutcome::Refused`](crate::ChainOutcome::Refused)), so it is `Clone` (clones share
+/// the source) and serializes as what a host decides on: `kind`, `message`, `retryable`,
+/// and when known `exhausted`, `retry_after` (seconds), `status`, `service_code`,
+/// `service_message`, `request_id` and `throttle_limit`. The source is not serialized; an
+/// error read back from JSON has none. Two errors are equal when they say the same, sources
+/// aside.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(into = "Summary", from = "Summary")]
 pub struct Error {
     inner: Box<Inner>,
 }
 
 /// The details, boxed so `Result<T, Error>` stays one pointer wide.
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
+#[derive(Debug, Clone)]
 struct Inner {
     kind: ErrorKind,
     message: String,
@@ -103,16 +119,18 @@ struct Inner {
     /// The connection could not be opened (refused, DNS): retried at most once.
     connect_failure: bool,
     throttle_limit: Option<ThrottleLimit>,
-    #[source]
-    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    source: Option<Arc<dyn std::error::Error + Send + Sync + 'static>>,
 }
 
 impl Error {
     /// A new error of `kind` with a one-sentence `message`.
     ///
-    /// For host implementations of the crate's traits ([`RecordSink`](crate::RecordSink),
-    /// [`Authorizer`](crate::Authorizer), [`TokenStore`](crate::TokenStore)): say what failed
-    /// and what to do, and attach the cause with [`Error::with_source`].
+    /// For host implementations of the crate's traits: [`ErrorKind::Sink`] from a
+    /// [`RecordSink`](crate::RecordSink), [`ErrorKind::Store`] from a
+    /// [`TokenStore`](crate::TokenStore) or [`CheckpointStore`](crate::CheckpointStore),
+    /// [`ErrorKind::Lookup`] from a [`TargetLookup`](crate::TargetLookup). Say what failed and
+    /// what to do, attach the cause with [`Error::with_source`], and mark an outage worth
+    /// retrying later with [`Error::with_retryable`].
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Self {
             inner: Box::new(Inner {
@@ -148,8 +166,12 @@ impl Error {
     }
 
     /// Attaches the HTTP status.
-    pub(crate) fn with_status(mut self, status: u16) -> Self {
-        self.inner.status = Some(status);
+    pub(crate) fn with_status(self, status: u16) -> Self {
+        self.with_status_opt(Some(status))
+    }
+
+    fn with_status_opt(mut self, status: Option<u16>) -> Self {
+        self.inner.status = status;
         self
     }
 
@@ -211,7 +233,7 @@ impl Error {
         mut self,
         source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
     ) -> Self {
-        self.inner.source = Some(source.into());
+        self.inner.source = Some(Arc::from(source.into()));
         self
     }
 
@@ -303,6 +325,86 @@ impl fmt::Debug for Error {
     }
 }
 
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.inner.message)
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        let source = self.inner.source.as_deref()?;
+        Some(source)
+    }
+}
+
+impl PartialEq for Error {
+    /// Equal when the serialized forms are: kind, message and details, sources aside.
+    fn eq(&self, other: &Self) -> bool {
+        Summary::from(self.clone()) == Summary::from(other.clone())
+    }
+}
+
+/// The serialized form of an [`Error`]: what a host decides "retry later" or "page a person"
+/// on, in an activity log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Summary {
+    kind: ErrorKind,
+    message: String,
+    retryable: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    exhausted: bool,
+    /// Seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    retry_after: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    status: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    service_code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    service_message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    request_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    throttle_limit: Option<ThrottleLimit>,
+}
+
+impl From<Error> for Summary {
+    fn from(error: Error) -> Self {
+        let inner = *error.inner;
+        Self {
+            kind: inner.kind,
+            message: inner.message,
+            retryable: inner.retryable,
+            exhausted: inner.exhausted,
+            retry_after: inner.retry_after.map(|wait| wait.as_secs_f64()),
+            status: inner.status,
+            service_code: inner.service_code,
+            service_message: inner.service_message,
+            request_id: inner.request_id,
+            throttle_limit: inner.throttle_limit,
+        }
+    }
+}
+
+impl From<Summary> for Error {
+    fn from(summary: Summary) -> Self {
+        let mut error = Error::new(summary.kind, summary.message)
+            .with_retryable(summary.retryable)
+            .with_status_opt(summary.status)
+            .with_service_error(summary.service_code, summary.service_message)
+            .with_request_id(summary.request_id)
+            .with_retry_after(
+                summary
+                    .retry_after
+                    .and_then(|seconds| Duration::try_from_secs_f64(seconds).ok()),
+            )
+            .with_throttle_limit(summary.throttle_limit);
+        error.inner.exhausted = summary.exhausted;
+        error
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -317,6 +419,37 @@ mod tests {
                 .map(|s| s.to_string())
                 .as_deref(),
             Some("socket closed")
+        );
+    }
+
+    #[test]
+    fn an_error_read_back_from_its_json_says_the_same_without_its_source() {
+        let error = Error::new(ErrorKind::Service, "Dataverse is unavailable")
+            .with_status(503)
+            .with_service_error(Some("0x80040216".into()), Some("busy".into()))
+            .with_request_id(Some("req-1".into()))
+            .with_retry_after(Some(Duration::from_millis(1500)))
+            .with_retryable(true)
+            .exhausted()
+            .with_source(std::io::Error::other("socket closed"));
+
+        let json = serde_json::to_value(&error).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "kind": "service", "message": "Dataverse is unavailable", "retryable": true,
+                "exhausted": true, "retry_after": 1.5, "status": 503,
+                "service_code": "0x80040216", "service_message": "busy", "request_id": "req-1"
+            })
+        );
+        let back: Error = serde_json::from_value(json).unwrap();
+        assert_eq!(back, error);
+        assert!(back.is_retryable() && back.is_exhausted());
+        assert_eq!(back.retry_after(), Some(Duration::from_millis(1500)));
+        assert!(std::error::Error::source(&back).is_none());
+        assert_eq!(
+            std::error::Error::source(&error.clone()).map(|s| s.to_string()),
+            Some("socket closed".to_owned())
         );
     }
 

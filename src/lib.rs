@@ -21,14 +21,17 @@ mod value;
 #[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
 pub mod testkit;
 
+/// The attribute that implements the crate's async traits ([`RecordSink`], [`TargetLookup`],
+/// [`TokenStore`], [`CheckpointStore`], [`Authorizer`]), re-exported so a host needs no
+/// dependency of its own.
+pub use async_trait::async_trait;
 pub use auth::{
     AuthorizationCodeAuthorizer, AuthorizationCodeAuthorizerBuilder, AuthorizationRequest,
     AuthorizeOptions, Authorizer, ClientCertificate, ClientCredential, ClientCredentialsAuthorizer,
     ClientCredentialsAuthorizerBuilder, DEFAULT_IMDS_ENDPOINT, DEFAULT_REFRESH_MARGIN,
     DEFAULT_SIGN_IN_LIFETIME, EntraApp, EntraAppBuilder, ManagedIdentityAuthorizer,
     ManagedIdentityAuthorizerBuilder, ManagedIdentityEndpoint, ManagedIdentityId, MemoryTokenStore,
-    Prompt, ResourceScope, StaticTokenAuthorizer, StoreError, TenantId, TokenSet, TokenStore,
-    WorkloadIdentity,
+    Prompt, ResourceScope, StaticTokenAuthorizer, TenantId, TokenSet, TokenStore, WorkloadIdentity,
 };
 pub use checkpoint_store::{CheckpointStore, FileCheckpointStore};
 pub use client::{DataverseClient, WhoAmI, who_am_i};
@@ -37,9 +40,9 @@ pub use connection::{Cloud, Connection, ConnectionBuilder, DEFAULT_API_VERSION, 
 pub use error::{Error, ErrorKind, Result, ThrottleLimit};
 pub use filter::{Filter, FilterValue};
 pub use job::{
-    CancelToken, ChainOptions, ChainOutcome, ChainReport, DeletePolicy, JobChain, RunOptions,
-    SourceSpec, SyncCounts, SyncJob, SyncProgress, SyncReport, SyncStatus, USER_SYNC_SOURCE,
-    USER_SYNC_TARGET,
+    CancelToken, ChainOptions, ChainOutcome, ChainReport, DeletePolicy, JobChain, ProgressFn,
+    RunOptions, SourceSpec, SyncCounts, SyncJob, SyncJobBuilder, SyncProgress, SyncReport,
+    SyncStatus, USER_SYNC_SOURCE, USER_SYNC_TARGET,
 };
 pub use mapping::{
     DerivedLookup, FieldMapping, Literal, MAX_MATCH_FIELDS, MappingErrors, MappingSet,

@@ -7,6 +7,7 @@
 use crate::client::DataverseClient;
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
+use std::fmt;
 
 /// The type of a Dataverse column (`AttributeType`), refined by `AttributeTypeName` for
 /// `Virtual` columns.
@@ -63,6 +64,16 @@ pub enum AttributeType {
     File,
     /// A type this crate does not know, kept by name.
     Other(String),
+}
+
+impl fmt::Display for AttributeType {
+    /// The type's Dataverse name (`Customer`, `MultiSelectPicklist`), or the unknown name kept.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AttributeType::Other(name) => f.write_str(name),
+            known => write!(f, "{known:?}"),
+        }
+    }
 }
 
 impl AttributeType {

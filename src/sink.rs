@@ -65,18 +65,30 @@ impl Operation {
 }
 
 /// Why the sink could not write one record.
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WriteFailure {
     /// What went wrong, in words a person can act on.
     pub reason: String,
+    /// The field the sink could not write, when it knows (a value the column cannot hold; the
+    /// identifiers of a record that exists already). The run's report names
+    /// [`RecordFailure::WHOLE_RECORD`](crate::RecordFailure::WHOLE_RECORD) without one.
+    pub field: Option<String>,
 }
 
 impl WriteFailure {
-    /// A failure with `reason`.
+    /// A failure with `reason`, naming no field.
     pub fn new(reason: impl Into<String>) -> Self {
         Self {
             reason: reason.into(),
+            field: None,
         }
+    }
+
+    /// Names the field (or the identifier fields, `"A, B"`) the sink could not write.
+    pub fn with_field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
     }
 }
 
@@ -87,7 +99,31 @@ pub type WriteResult = std::result::Result<(), WriteFailure>;
 ///
 /// `write` answers with exactly one [`WriteResult`] per operation, in order. Returning `Err`
 /// means the whole batch failed (the store is down): the job stops and does not advance its
-/// checkpoint past the batch, so nothing is lost.
+/// checkpoint past the batch, so nothing is lost, and the run's report carries that error
+/// ([`SyncReport::error`](crate::SyncReport::error)): return an
+/// [`ErrorKind::Sink`](crate::ErrorKind::Sink) error, marked
+/// [`with_retryable(true)`](crate::Error::with_retryable) when a later run may succeed.
+///
+/// An async trait: implement it with [`#[async_trait]`](crate::async_trait) (re-exported by
+/// this crate). Only `async fn write(&self, object: &str, operations: &[Operation]) ->
+/// Result<Vec<WriteResult>>` is required; `prepare`, `write_with_checkpoint`, `flush` and
+/// `delete_missing` have defaults. `examples/host_traits.rs` implements it over a store of its
+/// own.
+///
+/// ```
+/// use d365_connector::{async_trait, Error, ErrorKind, Operation, RecordSink, Result, WriteResult};
+///
+/// #[derive(Debug)]
+/// struct Offline;
+///
+/// #[async_trait]
+/// impl RecordSink for Offline {
+///     async fn write(&self, object: &str, _operations: &[Operation]) -> Result<Vec<WriteResult>> {
+///         Err(Error::new(ErrorKind::Sink, format!("the `{object}` table is offline; retry later"))
+///             .with_retryable(true))
+///     }
+/// }
+/// ```
 #[async_trait]
 pub trait RecordSink: Send + Sync + fmt::Debug {
     /// Gets ready to write the target object `target`, whose records are found by the fields
@@ -180,6 +216,12 @@ impl KeySet {
     }
 }
 
+/// The names of a record's fields, `"A, B"`: the identifiers a failure is about.
+fn field_names(record: &TargetRecord) -> String {
+    let names: Vec<&str> = record.iter().map(|(name, _)| name).collect();
+    names.join(", ")
+}
+
 /// The text key of an identifier record, used to index stored records.
 fn key_text(key: &TargetRecord) -> String {
     serde_json::to_string(key).unwrap_or_default()
@@ -258,7 +300,8 @@ impl RecordSink for MemorySink {
                     None => Err(WriteFailure::new(format!(
                         "no {object} record has the identifiers {}; use upsert to create missing records",
                         key_text(key)
-                    ))),
+                    ))
+                    .with_field(field_names(key))),
                 },
                 Operation::Delete { key } => {
                     stored.by_key.remove(&key_text(key));

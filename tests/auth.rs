@@ -608,21 +608,25 @@ struct FlakyStore {
 
 #[async_trait::async_trait]
 impl d365_connector::TokenStore for FlakyStore {
-    async fn load(&self) -> Result<Option<TokenSet>, d365_connector::StoreError> {
+    async fn load(&self) -> d365_connector::Result<Option<TokenSet>> {
         self.inner.load().await
     }
 
-    async fn save(&self, tokens: &TokenSet) -> Result<(), d365_connector::StoreError> {
+    async fn save(&self, tokens: &TokenSet) -> d365_connector::Result<()> {
         if !self
             .failed_once
             .swap(true, std::sync::atomic::Ordering::SeqCst)
         {
-            return Err("the token database is unavailable".into());
+            return Err(d365_connector::Error::new(
+                ErrorKind::Store,
+                "the token database is unavailable",
+            )
+            .with_retryable(true));
         }
         self.inner.save(tokens).await
     }
 
-    async fn clear(&self) -> Result<(), d365_connector::StoreError> {
+    async fn clear(&self) -> d365_connector::Result<()> {
         self.inner.clear().await
     }
 }
@@ -652,6 +656,16 @@ async fn a_rotated_refresh_token_survives_a_failed_save_and_is_saved_next_time()
 
     let error = authorizer.access_token().await.unwrap_err();
     assert!(error.to_string().contains("save"), "{error}");
+    assert_eq!(
+        error.kind(),
+        ErrorKind::Store,
+        "the host's store failed, not Entra"
+    );
+    assert!(error.is_retryable(), "the host marked its outage retryable");
+    assert_eq!(
+        std::error::Error::source(&error).map(|s| s.to_string()),
+        Some("the token database is unavailable".to_owned())
+    );
 
     // The next call saves the rotated set; it does not refresh again with the spent rt-1.
     assert_eq!(

@@ -7,13 +7,13 @@ use d365_connector::testkit::{Fault, StandIn};
 use d365_connector::{
     CancelToken, ChainOptions, ChainOutcome, Checkpoint, ClientCredentialsAuthorizer,
     ClientOptions, ClientSecret, Connection, DataverseClient, EntraApp, ErrorKind, JobChain,
-    MappingErrors, MemorySink, Operation, RecordSink, RunOptions, SyncJob, SyncProgress,
-    SyncStatus, TargetRecord, TargetValue, VirtualClock, WriteResult,
+    MappingErrors, MemorySink, Operation, ProgressFn, RecordSink, RunOptions, SyncJob,
+    SyncProgress, SyncStatus, TargetRecord, TargetValue, VirtualClock, WriteResult,
 };
 use serde_json::{Value, json};
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 async fn connect(crm: &StandIn) -> (Connection, DataverseClient) {
     let connection = Connection::builder("Stand-in", crm.url())
@@ -90,11 +90,20 @@ async fn refused_to_start(job: &SyncJob, client: &DataverseClient) -> d365_conne
 }
 
 /// Run options that resume from `checkpoint`.
-fn resuming(checkpoint: Option<Checkpoint>) -> RunOptions<'static> {
+fn resuming(checkpoint: Option<Checkpoint>) -> RunOptions {
     RunOptions {
         checkpoint,
         ..RunOptions::default()
     }
+}
+
+/// A progress callback that keeps every update, and the updates it keeps.
+fn recording() -> (ProgressFn, Arc<Mutex<Vec<SyncProgress>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let keep = Arc::clone(&seen);
+    let progress: ProgressFn =
+        Arc::new(move |p: &SyncProgress| keep.lock().unwrap().push(p.clone()));
+    (progress, seen)
 }
 
 fn key(id: &str) -> TargetRecord {
@@ -272,7 +281,12 @@ async fn a_run_killed_at_page_three_resumes_and_writes_every_record_once() {
 
     assert_eq!(crashed.status, SyncStatus::Failed);
     assert!(
-        crashed.error.as_deref().unwrap().contains("store is down"),
+        crashed
+            .error
+            .as_ref()
+            .unwrap()
+            .to_string()
+            .contains("store is down"),
         "{crashed}"
     );
     assert_eq!(crashed.counts.upserted, 20);
@@ -428,13 +442,7 @@ async fn an_unfinished_resync_keeps_the_expired_checkpoint_so_the_next_run_start
         fail_from: 2,
     };
 
-    let progress_checkpoints = std::sync::Mutex::new(Vec::new());
-    let on_progress = |p: &SyncProgress| {
-        progress_checkpoints
-            .lock()
-            .unwrap()
-            .push(p.checkpoint.clone())
-    };
+    let (on_progress, seen) = recording();
 
     let crashed = job
         .run(
@@ -442,7 +450,7 @@ async fn an_unfinished_resync_keeps_the_expired_checkpoint_so_the_next_run_start
             &crashing,
             RunOptions {
                 checkpoint: first.checkpoint.clone(),
-                progress: Some(&on_progress),
+                progress: Some(on_progress),
                 ..RunOptions::default()
             },
         )
@@ -452,7 +460,12 @@ async fn an_unfinished_resync_keeps_the_expired_checkpoint_so_the_next_run_start
     assert_eq!(crashed.status, SyncStatus::Failed, "{crashed}");
     assert!(crashed.full_resync);
     assert_eq!(crashed.checkpoint, first.checkpoint);
-    let progress_checkpoints = progress_checkpoints.into_inner().unwrap();
+    let progress_checkpoints: Vec<_> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|p| p.checkpoint.clone())
+        .collect();
     assert_eq!(
         progress_checkpoints.len(),
         1,
@@ -471,11 +484,12 @@ async fn cancelling_stops_after_the_batch_with_a_checkpoint_that_resumes() {
     let sink = MemorySink::new();
     let job = contacts_job(10);
     let cancel = CancelToken::new();
-    let seen = std::sync::Mutex::new(Vec::new());
-    let on_progress = |progress: &SyncProgress| {
-        seen.lock().unwrap().push(progress.clone());
-        cancel.cancel();
-    };
+    let (record, seen) = recording();
+    let stop = cancel.clone();
+    let on_progress: ProgressFn = Arc::new(move |progress: &SyncProgress| {
+        record(progress);
+        stop.cancel();
+    });
 
     let cancelled = job
         .run(
@@ -483,7 +497,7 @@ async fn cancelling_stops_after_the_batch_with_a_checkpoint_that_resumes() {
             &sink,
             RunOptions {
                 cancel: Some(cancel.clone()),
-                progress: Some(&on_progress),
+                progress: Some(on_progress),
                 ..RunOptions::default()
             },
         )
@@ -656,14 +670,20 @@ async fn a_chain_whose_first_job_fails_does_not_run_its_dependent() {
         fail_from: 1,
     };
 
-    let report = chain
-        .run(&client, &crashing, &ChainOptions::default())
-        .await;
+    let report = chain.run(&client, &crashing, ChainOptions::default()).await;
 
-    match report.outcome("Accounts to Company").unwrap() {
+    let failed = report.outcome("Accounts to Company").unwrap();
+    match failed {
         ChainOutcome::Ran(first) => assert_eq!(first.status, SyncStatus::Failed),
         other => panic!("{other:?}"),
     }
+    let error = failed.error().expect("a failed run carries its error");
+    assert_eq!(
+        error.kind(),
+        ErrorKind::Sink,
+        "typed, not a string: {error}"
+    );
+    assert!(error.to_string().contains("store is down"), "{error}");
     match report.outcome("Contacts to Person").unwrap() {
         ChainOutcome::NotRun { reason, .. } => {
             assert!(reason.contains("Accounts to Company"), "{reason}")
@@ -676,7 +696,7 @@ async fn a_chain_whose_first_job_fails_does_not_run_its_dependent() {
             .all(|r| !r.path().ends_with("/contacts"))
     );
 
-    let healthy = chain.run(&client, &store, &ChainOptions::default()).await;
+    let healthy = chain.run(&client, &store, ChainOptions::default()).await;
     assert!(
         healthy.outcomes.iter().all(ChainOutcome::succeeded),
         "{healthy:?}"
@@ -699,10 +719,17 @@ fn a_misspelt_job_key_is_refused_and_a_job_round_trips() {
     let mut definition: Value = serde_json::to_value(contacts_job(10)).unwrap();
     let round_trip = SyncJob::from_json(&definition.to_string()).unwrap();
     assert_eq!(round_trip, contacts_job(10));
+    let with_serde: SyncJob = serde_json::from_value(definition.clone()).unwrap();
+    assert_eq!(with_serde, contacts_job(10));
 
     definition["delete"] = json!("ignore");
     let error = SyncJob::from_json(&definition.to_string()).unwrap_err();
     assert_eq!(error.kind(), ErrorKind::Config);
+    assert!(error.to_string().contains("`delete`"), "{error}");
+    // Plain serde (a job kept in a JSON column) refuses it the same way, in a chain too.
+    let error = serde_json::from_value::<SyncJob>(definition.clone()).unwrap_err();
+    assert!(error.to_string().contains("`delete`"), "{error}");
+    let error = serde_json::from_value::<JobChain>(json!([definition])).unwrap_err();
     assert!(error.to_string().contains("`delete`"), "{error}");
 
     let mut source_typo: Value = serde_json::to_value(contacts_job(10)).unwrap();
@@ -784,8 +811,11 @@ async fn a_sink_answering_the_wrong_number_of_results_or_failing_to_flush_fails_
         assert_eq!(report.counts.read, 0, "{sink:?}");
         assert_eq!(report.counts.upserted, 0, "{sink:?}");
         let error = report.error.unwrap();
+        assert_eq!(error.kind(), ErrorKind::Sink, "{error}");
+        let message = error.to_string();
         assert!(
-            error.contains("exactly one result per operation") || error.contains("disk is full"),
+            message.contains("exactly one result per operation")
+                || message.contains("disk is full"),
             "{error}"
         );
     }
@@ -796,22 +826,21 @@ async fn progress_carries_a_checkpoint_after_every_accepted_batch() {
     let crm = StandIn::with_sample_data().await;
     let (_, client) = connect(&crm).await;
     let sink = MemorySink::new();
-    let seen = std::sync::Mutex::new(Vec::new());
-    let on_progress = |progress: &SyncProgress| seen.lock().unwrap().push(progress.clone());
+    let (on_progress, seen) = recording();
 
     let report = contacts_job(10)
         .run(
             &client,
             &sink,
             RunOptions {
-                progress: Some(&on_progress),
+                progress: Some(on_progress),
                 ..RunOptions::default()
             },
         )
         .await
         .unwrap();
 
-    let seen = seen.into_inner().unwrap();
+    let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 3);
     assert_eq!(
         seen.iter().map(|p| p.counts.upserted).collect::<Vec<_>>(),
@@ -831,15 +860,15 @@ fn a_page_size_dataverse_cannot_serve_is_refused() {
 
 /// Finds Company ids in the memory sink by their `DynamicsId`, as a host would in its store.
 #[derive(Debug)]
-struct CompaniesInSink<'a>(&'a MemorySink);
+struct CompaniesInSink(Arc<MemorySink>);
 
 #[async_trait]
-impl d365_connector::TargetLookup for CompaniesInSink<'_> {
+impl d365_connector::TargetLookup for CompaniesInSink {
     async fn find_ids(
         &self,
         object: &str,
         criteria: &TargetRecord,
-    ) -> Result<Vec<String>, Box<dyn std::error::Error + Send + Sync>> {
+    ) -> d365_connector::Result<Vec<String>> {
         Ok(self
             .0
             .records(object)
@@ -885,15 +914,14 @@ async fn a_chain_hands_the_lookup_to_derived_mappings_of_dependent_jobs() {
     )
     .unwrap();
     let chain = JobChain::new(vec![companies, people]).unwrap();
-    let sink = MemorySink::new();
-    let lookup = CompaniesInSink(&sink);
+    let sink = Arc::new(MemorySink::new());
 
     let report = chain
         .run(
             &client,
-            &sink,
-            &ChainOptions {
-                lookup: Some(&lookup),
+            sink.as_ref(),
+            ChainOptions {
+                lookup: Some(Arc::new(CompaniesInSink(Arc::clone(&sink)))),
                 ..ChainOptions::default()
             },
         )
@@ -1081,6 +1109,17 @@ async fn insert_and_update_modes_count_what_they_did_and_a_refused_record_is_rep
     assert_eq!(failure.kind, d365_connector::RecordFailureKind::Write);
     assert!(failure.reason.contains("use upsert"), "{}", failure.reason);
     assert!(contact_ids(&crm).contains(&failure.record_id));
+    assert_eq!(
+        failure.field, "ExternalId",
+        "the sink named the identifiers"
+    );
+    let mut csv = Vec::new();
+    refused.write_failures_csv(&mut csv).unwrap();
+    let csv = String::from_utf8(csv).unwrap();
+    assert!(
+        csv.contains(&format!("{},ExternalId,", failure.record_id)),
+        "{csv}"
+    );
 
     contacts_job(10)
         .run(&client, &sink, RunOptions::default())
@@ -1160,5 +1199,265 @@ async fn a_record_changed_twice_within_one_second_is_written_by_the_next_modifie
     assert_eq!(
         sink.get("Person", &key(&id)).unwrap().get("Email"),
         Some(&TargetValue::String("second@example.com".into()))
+    );
+}
+
+/// Accounts to Company and Contacts to Person (which depends on it), both read page by page.
+fn companies_then_people() -> JobChain {
+    let mut people = contacts_job(10);
+    people.depends_on = Some("Accounts to Company".to_owned());
+    JobChain::new(vec![companies_job("Accounts to Company"), people]).unwrap()
+}
+
+#[tokio::test]
+async fn a_chain_whose_first_job_meets_an_outage_reports_a_retryable_typed_error() {
+    let crm = StandIn::with_sample_data().await;
+    let (_, client) = connect(&crm).await;
+    for _ in 0..5 {
+        crm.inject(Fault::Unavailable); // every attempt of the first request
+    }
+
+    let report = companies_then_people()
+        .run(&client, &MemorySink::new(), ChainOptions::default())
+        .await;
+
+    let error = report.outcomes[0]
+        .error()
+        .expect("the outage stopped the job");
+    assert!(
+        error.is_retryable(),
+        "an outage is worth retrying later: {error:?}"
+    );
+    assert!(error.is_exhausted(), "{error:?}");
+    assert_eq!(error.status(), Some(503), "{error:?}");
+    assert_ne!(error.kind(), ErrorKind::Mapping);
+    assert!(matches!(report.outcomes[1], ChainOutcome::NotRun { .. }));
+    // The activity-log form keeps what a host decides on.
+    let logged = serde_json::to_value(&report).unwrap();
+    let logged_error = &logged["outcomes"][0]["error"];
+    assert_eq!(logged_error["retryable"], json!(true), "{logged}");
+    assert_eq!(logged_error["status"], json!(503), "{logged}");
+    assert_eq!(logged_error["kind"], json!(error.kind()), "{logged}");
+    let read_back: d365_connector::ChainReport = serde_json::from_value(logged).unwrap();
+    assert_eq!(read_back.outcomes, report.outcomes);
+}
+
+#[tokio::test]
+async fn a_chain_refused_for_a_mapping_violation_reports_a_non_retryable_mapping_error() {
+    let crm = StandIn::with_sample_data().await;
+    let (_, client) = connect(&crm).await;
+    let mut people = contacts_job(10);
+    people.mapping.mappings[4].source = Some("parentcustomerid.name".to_owned());
+    let chain = JobChain::new(vec![people]).unwrap();
+
+    let report = chain
+        .run(&client, &MemorySink::new(), ChainOptions::default())
+        .await;
+
+    let ChainOutcome::Refused { error, .. } = &report.outcomes[0] else {
+        panic!("{report:?}");
+    };
+    assert_eq!(error.kind(), ErrorKind::Mapping, "{error}");
+    assert!(!error.is_retryable(), "a person must fix the mapping");
+    let violations = MappingErrors::from_error(error).unwrap().violations();
+    assert!(
+        violations
+            .iter()
+            .any(|v| v.message.contains("parentcustomerid")),
+        "{violations:?}"
+    );
+    let logged = serde_json::to_value(&report).unwrap();
+    assert_eq!(logged["outcomes"][0]["outcome"], json!("refused"));
+    assert_eq!(logged["outcomes"][0]["error"]["kind"], json!("mapping"));
+    assert_eq!(logged["outcomes"][0]["error"]["retryable"], json!(false));
+}
+
+#[tokio::test]
+async fn a_chain_resumed_from_its_reports_checkpoints_reads_only_changes() {
+    let crm = StandIn::with_sample_data().await;
+    let (_, client) = connect(&crm).await;
+    let chain = companies_then_people();
+    let sink = MemorySink::new();
+    let first = chain.run(&client, &sink, ChainOptions::default()).await;
+    assert!(
+        first.outcomes.iter().all(ChainOutcome::succeeded),
+        "{first:?}"
+    );
+    let contoso = crm.rows("account")[0]["accountid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    crm.upsert(
+        "account",
+        json!({"accountid": contoso, "name": "Contoso Renamed"}),
+    );
+
+    let second = chain
+        .run(
+            &client,
+            &sink,
+            ChainOptions {
+                checkpoints: first.checkpoints().clone(),
+                ..ChainOptions::default()
+            },
+        )
+        .await;
+
+    let read = |report: &d365_connector::ChainReport, job: &str| match report.outcome(job) {
+        Some(ChainOutcome::Ran(ran)) => ran.counts.read,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(read(&second, "Accounts to Company"), 1);
+    assert_eq!(read(&second, "Contacts to Person"), 0);
+    assert_eq!(first.checkpoints().len(), 2);
+
+    // A job that is not run keeps the checkpoint it was given, so the next run loses nothing.
+    let crashing = CrashingSink {
+        inner: &sink,
+        writes: AtomicUsize::new(0),
+        fail_from: 1,
+    };
+    crm.upsert(
+        "account",
+        json!({"accountid": contoso, "name": "Contoso Again"}),
+    );
+    let third = chain
+        .run(
+            &client,
+            &crashing,
+            ChainOptions {
+                checkpoints: second.checkpoints().clone(),
+                ..ChainOptions::default()
+            },
+        )
+        .await;
+    assert!(matches!(third.outcomes[1], ChainOutcome::NotRun { .. }));
+    assert_eq!(third.checkpoints(), second.checkpoints());
+}
+
+#[tokio::test]
+async fn options_cloned_into_a_spawned_task_hand_progress_and_checkpoints_back() {
+    let crm = StandIn::with_sample_data().await;
+    let (_, client) = connect(&crm).await;
+    let sink = Arc::new(MemorySink::new());
+    let (progress, mut updates) = tokio::sync::mpsc::unbounded_channel::<SyncProgress>();
+    let options = ChainOptions {
+        lookup: Some(Arc::new(CompaniesInSink(Arc::clone(&sink)))),
+        progress: Some(Arc::new(move |p: &SyncProgress| {
+            drop(progress.send(p.clone()))
+        })),
+        cancel: Some(CancelToken::new()),
+        ..ChainOptions::default()
+    };
+    let chain = companies_then_people();
+
+    let task = {
+        let (chain, client, sink, options) = (
+            chain.clone(),
+            client.clone(),
+            Arc::clone(&sink),
+            options.clone(),
+        );
+        tokio::spawn(async move { chain.run(&client, sink.as_ref(), options).await })
+    };
+    let report = task.await.unwrap();
+    drop(options); // the channel closes once the host's copy is gone too
+
+    let mut last = std::collections::BTreeMap::new();
+    while let Some(update) = updates.recv().await {
+        last.insert(update.job.clone(), update.checkpoint.clone().unwrap());
+    }
+    assert!(
+        report.outcomes.iter().all(ChainOutcome::succeeded),
+        "{report:?}"
+    );
+    assert_eq!(
+        &last,
+        report.checkpoints(),
+        "every job's last progress is its checkpoint"
+    );
+}
+
+#[test]
+fn a_job_built_in_code_equals_the_same_job_read_from_json() {
+    use d365_connector::{
+        DeletePolicy, FieldMapping, MappingSet, Parallelism, TargetField, TargetFieldType,
+        TargetSchema, WriteMode,
+    };
+    let field = TargetField::new;
+    let target = TargetSchema::new("Person")
+        .with_field("ExternalId", field(TargetFieldType::Id))
+        .with_field("FirstName", field(TargetFieldType::String))
+        .with_field(
+            "LastName",
+            field(TargetFieldType::String).with_max_length(60),
+        )
+        .with_field("Email", field(TargetFieldType::String))
+        .with_field("CompanyId", field(TargetFieldType::Id))
+        .with_field("Birthday", field(TargetFieldType::Date))
+        .with_required("ExternalId");
+    let mapping = MappingSet::new(target, WriteMode::Upsert)
+        .with_identifier("ExternalId")
+        .with_mapping(FieldMapping::source("contactid", "ExternalId"))
+        .with_mapping(FieldMapping::source("firstname", "FirstName"))
+        .with_mapping(FieldMapping::source("lastname", "LastName"))
+        .with_mapping(FieldMapping::source("emailaddress1", "Email"))
+        .with_mapping(FieldMapping::source("parentcustomerid", "CompanyId"))
+        .with_mapping(FieldMapping::source("birthdate", "Birthday"));
+
+    let job = SyncJob::builder("Contacts to Person", "contact", mapping.clone())
+        .with_page_size(10)
+        .with_parallelism(Parallelism::Fixed(1))
+        .with_deletes(DeletePolicy::Propagate)
+        .build()
+        .unwrap();
+
+    assert_eq!(job, contacts_job(10));
+    let error = SyncJob::builder("Contacts to Person", "contact", mapping)
+        .with_reconcile_every(3)
+        .build()
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Config);
+    assert!(error.to_string().contains("reconcile_every"), "{error}");
+}
+
+#[tokio::test]
+async fn chain_options_hand_each_job_the_metadata_of_its_entity() {
+    let crm = StandIn::with_sample_data().await;
+    let (_, client) = connect(&crm).await;
+    let account = d365_connector::EntityMetadata::fetch(
+        &client,
+        "account",
+        &d365_connector::MetadataOptions::default(),
+    )
+    .await
+    .unwrap();
+    crm.clear_requests();
+
+    let report = companies_then_people()
+        .run(
+            &client,
+            &MemorySink::new(),
+            ChainOptions {
+                metadata: vec![Arc::new(account)],
+                ..ChainOptions::default()
+            },
+        )
+        .await;
+
+    assert!(
+        report.outcomes.iter().all(ChainOutcome::succeeded),
+        "{report:?}"
+    );
+    let definitions: Vec<String> = crm
+        .api_requests()
+        .iter()
+        .filter(|r| r.path().contains("EntityDefinitions"))
+        .map(|r| r.path_and_query.clone())
+        .collect();
+    assert!(!definitions.is_empty(), "contact's metadata is fetched");
+    assert!(
+        definitions.iter().all(|path| !path.contains("account")),
+        "{definitions:?}"
     );
 }

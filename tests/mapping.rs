@@ -1277,13 +1277,16 @@ impl TargetLookup for Companies {
         &self,
         object: &str,
         criteria: &TargetRecord,
-    ) -> std::result::Result<Vec<String>, Box<dyn std::error::Error + Send + Sync>> {
+    ) -> d365_connector::Result<Vec<String>> {
         self.queries
             .lock()
             .unwrap()
             .push((object.to_owned(), serde_json::to_string(criteria).unwrap()));
         if self.broken {
-            return Err("the company store is offline".into());
+            return Err(d365_connector::Error::new(
+                d365_connector::ErrorKind::Lookup,
+                "the company store is offline",
+            ));
         }
         let wanted = criteria.get("DynamicsId").and_then(TargetValue::as_str);
         Ok(self
@@ -1447,5 +1450,51 @@ async fn a_derived_mapping_built_in_code_matches_up_to_six_fields() {
         format!(
             r#"{{"Active":true,"DynamicsId":"{ACME}","Email":"a@b.c","Kind":0,"Score":10.50,"Since":"2024-04-10"}}"#
         )
+    );
+}
+
+#[test]
+fn a_target_record_reads_back_from_its_json_and_hashes_as_it_compares() {
+    let mut record = TargetRecord::new();
+    record.insert("Name", TargetValue::String("Contoso".to_owned()));
+    record.insert(
+        "Revenue",
+        TargetValue::Number(Number::parse("5000000.25").unwrap()),
+    );
+    record.insert("Active", TargetValue::Bool(true));
+    record.insert("ParentId", TargetValue::Null);
+
+    let back: TargetRecord =
+        serde_json::from_str(&serde_json::to_string(&record).unwrap()).unwrap();
+
+    assert_eq!(back, record);
+    let distinct: std::collections::HashSet<TargetRecord> = [record.clone(), back].into();
+    assert_eq!(distinct.len(), 1);
+    // JSON does not tell an id from text: an id reads back as a string.
+    let mut key = TargetRecord::new();
+    key.insert("DynamicsId", TargetValue::Id("a1".to_owned()));
+    let read: TargetRecord = serde_json::from_value(serde_json::to_value(&key).unwrap()).unwrap();
+    assert_eq!(
+        read.get("DynamicsId"),
+        Some(&TargetValue::String("a1".to_owned()))
+    );
+    let error = serde_json::from_str::<TargetRecord>("[1]").unwrap_err();
+    assert!(
+        error.to_string().contains("an object of field names"),
+        "{error}"
+    );
+}
+
+#[test]
+fn an_attribute_type_displays_as_dataverse_names_it() {
+    use d365_connector::AttributeType;
+    assert_eq!(AttributeType::Customer.to_string(), "Customer");
+    assert_eq!(
+        AttributeType::MultiSelectPicklist.to_string(),
+        "MultiSelectPicklist"
+    );
+    assert_eq!(
+        AttributeType::Other("Exotic".to_owned()).to_string(),
+        "Exotic"
     );
 }

@@ -824,11 +824,13 @@ async fn an_unknown_entity_exits_2_and_a_run_whose_every_record_failed_exits_1()
     let report: Value = serde_json::from_str(outcome.stdout.trim()).unwrap();
     assert_eq!(report["status"], "Failed");
     assert_eq!(report["counts"]["failed"], account_ids(&crm).len());
+    assert_eq!(report["error"]["kind"], "mapping");
     assert!(
-        report["error"]
+        report["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("nothing was written")
+            .contains("nothing was written"),
+        "{report}"
     );
     assert_eq!(
         lines(&PathBuf::from(&paths.errors)).len(),

@@ -294,7 +294,7 @@ impl Command<'_, '_> {
         let keeper = Keeper {
             errors: Mutex::new(files.errors.take()),
             state: files.state.take(),
-            job: &job.name,
+            job: job.name.clone(),
             problem: Mutex::new(None),
         };
         let watch = Watch {
@@ -321,7 +321,7 @@ impl Command<'_, '_> {
         let keeper = Keeper {
             errors: Mutex::new(files.errors.take()),
             state: None,
-            job: &job.name,
+            job: job.name.clone(),
             problem: Mutex::new(None),
         };
         let watch = Watch {
@@ -385,10 +385,10 @@ impl Command<'_, '_> {
         let client = connect(env, app, authority, args).await?;
         let sink = JsonLinesSink::new(Vec::new()).with_destination("the preview");
         let first_page = CancelToken::new();
-        let stop = |_: &SyncProgress| first_page.cancel();
+        let stop = first_page.clone();
         let options = RunOptions {
             checkpoint,
-            progress: Some(&stop),
+            progress: Some(Arc::new(move |_: &SyncProgress| stop.cancel())),
             cancel: Some(first_page.clone()),
             ..RunOptions::default()
         };
@@ -407,7 +407,8 @@ impl Command<'_, '_> {
     /// The dry run's closing lines on stderr; the exit code.
     fn preview_summary(&mut self, job: &SyncJob, report: &SyncReport) -> Result<i32, Failure> {
         if report.status == SyncStatus::Failed && report.counts.read == 0 {
-            let error = report.error.clone().unwrap_or_default();
+            let error = report.error.as_ref().map(ToString::to_string);
+            let error = error.unwrap_or_default();
             return Err((
                 EXIT_FAILED,
                 format!("the dry run of `{}` failed: {error}", job.name),
@@ -437,14 +438,14 @@ impl Command<'_, '_> {
 /// Keeps what a run must not lose after every batch the sink accepted: the batch's failed
 /// records (appended to `--errors` first, since the checkpoint then moves past them) and the
 /// checkpoint (`--state`). The first problem stops the run.
-struct Keeper<'j> {
+struct Keeper {
     errors: Mutex<Option<LineFile>>,
     state: Option<FileCheckpointStore>,
-    job: &'j str,
+    job: String,
     problem: Mutex<Option<String>>,
 }
 
-impl Keeper<'_> {
+impl Keeper {
     /// Stores `progress`; `Err` says what could not be stored.
     fn keep(&self, progress: &SyncProgress) -> Result<(), String> {
         self.append_failures(&progress.failures)?;
@@ -474,7 +475,7 @@ impl Keeper<'_> {
             return Ok(());
         };
         // FileCheckpointStore does its work synchronously: the future is ready at once.
-        futures::executor::block_on(state.save(self.job, checkpoint)).map_err(|e| e.to_string())
+        futures::executor::block_on(state.save(&self.job, checkpoint)).map_err(|e| e.to_string())
     }
 
     /// Records the first problem, to stop the run.
@@ -486,15 +487,16 @@ impl Keeper<'_> {
     }
 
     /// The report, once its final checkpoint is saved; a problem met during the run fails it.
-    fn settle(self, report: SyncReport) -> Result<SyncReport, Failure> {
+    fn settle(&self, report: SyncReport) -> Result<SyncReport, Failure> {
         let problem = self
             .problem
-            .into_inner()
-            .unwrap_or_else(PoisonError::into_inner);
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         let problem = problem.or_else(|| {
             let state = self.state.as_ref()?;
             let checkpoint = report.checkpoint.as_ref()?;
-            futures::executor::block_on(state.save(self.job, checkpoint))
+            futures::executor::block_on(state.save(&self.job, checkpoint))
                 .err()
                 .map(|e| e.to_string())
         });
@@ -525,26 +527,34 @@ impl Watch<'_> {
         client: &DataverseClient,
         sink: &dyn RecordSink,
         checkpoint: Option<Checkpoint>,
-        keeper: Keeper<'_>,
+        keeper: Keeper,
     ) -> Result<SyncReport, Failure> {
-        let progress = Progress::new(self.args.quiet, self.terminal, self.args.progress_every);
-        let stderr = Mutex::new(self.stderr);
-        let cancel = &self.interrupt.cancel;
-        let after_batch = |batch: &SyncProgress| {
-            if let Err(problem) = keeper.keep(batch) {
-                keeper.record(problem);
+        let keeper = Arc::new(keeper);
+        let (updates, mut received) = tokio::sync::mpsc::unbounded_channel::<SyncProgress>();
+        let (kept, cancel) = (Arc::clone(&keeper), self.interrupt.cancel.clone());
+        // The batch is kept before the run goes on; showing it can wait.
+        let after_batch = move |batch: &SyncProgress| {
+            if let Err(problem) = kept.keep(batch) {
+                kept.record(problem);
                 cancel.cancel();
             }
-            let mut stderr = stderr.lock().unwrap_or_else(PoisonError::into_inner);
-            progress.update(batch, &mut **stderr);
+            let _ = updates.send(batch.clone());
         };
         let options = RunOptions {
             checkpoint,
-            progress: Some(&after_batch),
-            cancel: Some(cancel.clone()),
+            progress: Some(Arc::new(after_batch)),
+            cancel: Some(self.interrupt.cancel.clone()),
             ..RunOptions::default()
         };
-        let report = job.run(client, sink, options).await;
+        let progress = Progress::new(self.args.quiet, self.terminal, self.args.progress_every);
+        let stderr = self.stderr;
+        let show = async {
+            while let Some(batch) = received.recv().await {
+                progress.update(&batch, stderr);
+            }
+        };
+        // The run's options (and so the sender) are dropped when it ends, which ends `show`.
+        let (report, ()) = futures::join!(job.run(client, sink, options), show);
         progress.finish();
         keeper.settle(report.map_err(|e| refused(job, &e))?)
     }

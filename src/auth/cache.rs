@@ -2,7 +2,7 @@
 //! expiry by one task at a time, persisted through a [`TokenStore`], bound to one instance,
 //! revocable.
 
-use super::store::{StoreError, TokenStore};
+use super::store::TokenStore;
 use super::token::TokenSet;
 use crate::connection::InstanceUrl;
 use crate::error::{Error, ErrorKind, Result};
@@ -306,9 +306,15 @@ pub(crate) fn later(at: DateTime<Utc>, duration: Duration) -> DateTime<Utc> {
         .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
-fn store_error(action: &str, source: StoreError) -> Error {
-    Error::auth(format!(
-        "the token store could not {action} the connection's tokens; check the host's token storage"
-    ))
+/// The host's store failed: a `Store` error saying what the connection could not do, as
+/// retryable as the host's own error, with it as the source.
+fn store_error(action: &str, source: Error) -> Error {
+    Error::new(
+        ErrorKind::Store,
+        format!(
+            "the token store could not {action} the connection's tokens; check the host's token storage"
+        ),
+    )
+    .with_retryable(source.is_retryable())
     .with_source(source)
 }

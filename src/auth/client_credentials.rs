@@ -26,6 +26,18 @@ use std::time::Duration;
 /// time. [`revoke`](Self::revoke) forgets the token until [`authorize`](Self::authorize) is
 /// called again. Cloning is cheap and clones share the cache.
 ///
+/// It keeps no tokens across restarts, so its builder takes no [`TokenStore`](crate::TokenStore)
+/// (a store given to it would never be used):
+///
+/// ```compile_fail,E0599
+/// # use d365_connector::{ClientCredentialsAuthorizer, Connection, EntraApp, MemoryTokenStore};
+/// # use std::sync::Arc;
+/// # fn build(connection: &Connection, app: EntraApp) {
+/// let builder = ClientCredentialsAuthorizer::builder(connection, app)
+///     .with_token_store(Arc::new(MemoryTokenStore::new())); // no such method
+/// # }
+/// ```
+///
 /// The sign-in calls of a user do not exist on this type:
 ///
 /// ```compile_fail,E0599

@@ -185,7 +185,17 @@ fn endpoint_url(input: &str, what: &str) -> Result<Url> {
 /// [`DEFAULT_REFRESH_MARGIN`] before they expire; however many tasks ask at once, one request is
 /// made. Requests go through the [`ClientOptions`]' retries; IMDS's "updating" answers (404,
 /// 410) and its 5xx answers are retried as Microsoft advises. Cloning is cheap and clones
-/// share the cache.
+/// share the cache. It keeps no tokens across restarts, so its builder takes no
+/// [`TokenStore`](crate::TokenStore):
+///
+/// ```compile_fail,E0599
+/// # use d365_connector::{Connection, ManagedIdentityAuthorizer, MemoryTokenStore};
+/// # use std::sync::Arc;
+/// # fn build(connection: &Connection) {
+/// let builder = ManagedIdentityAuthorizer::builder(connection)
+///     .with_token_store(Arc::new(MemoryTokenStore::new())); // no such method
+/// # }
+/// ```
 ///
 /// ```no_run
 /// # use d365_connector::{Connection, ManagedIdentityAuthorizer, ManagedIdentityEndpoint};

@@ -29,7 +29,7 @@ pub use managed_identity::{
     DEFAULT_IMDS_ENDPOINT, ManagedIdentityAuthorizer, ManagedIdentityAuthorizerBuilder,
     ManagedIdentityEndpoint, ManagedIdentityId,
 };
-pub use store::{MemoryTokenStore, StoreError, TokenStore};
+pub use store::{MemoryTokenStore, TokenStore};
 pub use token::TokenSet;
 
 pub(crate) use config::is_guid;
@@ -43,6 +43,10 @@ use std::fmt;
 ///
 /// The HTTP client asks for a token before each request. When the instance answers 401 it calls
 /// [`Authorizer::refresh_rejected`] once with the token that was refused, and retries once.
+///
+/// An async trait: implement it with [`#[async_trait]`](crate::async_trait) (re-exported by
+/// this crate), writing `async fn access_token(&self) -> Result<AccessToken>` and
+/// `async fn refresh_rejected(&self, rejected: &AccessToken) -> Result<AccessToken>`.
 #[async_trait]
 pub trait Authorizer: Send + Sync + fmt::Debug {
     /// A currently valid access token.

@@ -6,7 +6,7 @@ mod run;
 
 pub use chain::{ChainOptions, ChainOutcome, ChainReport, JobChain};
 pub use report::{SyncCounts, SyncReport, SyncStatus};
-pub use run::{CancelToken, RunOptions, SyncProgress};
+pub use run::{CancelToken, ProgressFn, RunOptions, SyncProgress};
 
 use crate::connection::Connection;
 use crate::error::{Error, Result};
@@ -14,7 +14,6 @@ use crate::mapping::{MappingSet, TargetFieldType};
 use crate::metadata::EntityMetadata;
 use crate::source::{MAX_PAGE_SIZE, Parallelism, ReadMode};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 
 /// The Dynamics table the out-of-the-box job reads.
 pub const USER_SYNC_SOURCE: &str = "systemuser";
@@ -24,8 +23,24 @@ pub const USER_SYNC_TARGET: &str = "User";
 /// A data sync job: read one Dynamics entity, map every record, write it to a target object.
 ///
 /// This is the public JSON format of a job file (see the README); what a host stores is what
-/// the crate reads.
+/// the crate reads. Deserializing it with serde (a JSON column, a job file) refuses a key the
+/// format does not know, naming it, so a misspelt key (`"delete"` for `"deletes"`) is never
+/// silently ignored; [`SyncJob::from_json`] reads the same way and also checks the values.
+/// In code, [`SyncJob::builder`] makes the same checked value.
+///
+/// ```
+/// use d365_connector::{ErrorKind, SyncJob};
+/// let misspelt = r#"{ "name": "Companies", "source": { "entity": "account" },
+///   "target": { "object": "Company", "fields": { "Name": "string" } },
+///   "mode": "insert", "mappings": [{ "source": "name", "target": "Name" }],
+///   "delete": "propagate" }"#;
+/// let error = serde_json::from_str::<SyncJob>(misspelt).unwrap_err();
+/// assert!(error.to_string().contains("unknown field `delete`"), "{error}");
+/// assert_eq!(SyncJob::from_json(misspelt).unwrap_err().kind(), ErrorKind::Config);
+/// ```
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SyncJob {
     /// The job's name, unique within a chain.
     pub name: String,
@@ -47,13 +62,10 @@ pub struct SyncJob {
     /// Set on the out-of-the-box job: its source and target are fixed, its mappings are not.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub built_in: bool,
-    /// Keys this format does not know; a job with any refuses to run, so a misspelt key
-    /// (`"delete"` for `"deletes"`) is never silently ignored.
-    #[serde(flatten, default, skip_serializing)]
-    unknown_keys: BTreeMap<String, serde_json::Value>,
 }
 
-/// The Dynamics side of a job.
+/// The Dynamics side of a job: the `source` object of a job file.
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceSpec {
@@ -91,8 +103,60 @@ pub enum DeletePolicy {
     Ignore,
 }
 
+impl SourceSpec {
+    /// Reads the entity `entity` (its logical name, `contact`) with every default.
+    pub fn new(entity: impl Into<String>) -> Self {
+        Self {
+            entity: entity.into(),
+            incremental: ReadMode::default(),
+            filter: None,
+            page_size: None,
+            parallelism: Parallelism::default(),
+        }
+    }
+}
+
 impl SyncJob {
-    /// Reads a job from its JSON form, with a message that names the problem on bad input.
+    /// Starts a job in code: `name`, reading the entity `entity` (its logical name) and
+    /// writing through `mapping`. Every other setting has the default of the job file;
+    /// [`SyncJobBuilder::build`] checks the result as [`SyncJob::from_json`] does.
+    ///
+    /// ```
+    /// use d365_connector::{DeletePolicy, FieldMapping, MappingSet, SyncJob, TargetField,
+    ///     TargetFieldType, TargetSchema, WriteMode};
+    /// let target = TargetSchema::new("Company")
+    ///     .with_field("DynamicsId", TargetField::new(TargetFieldType::Id))
+    ///     .with_field("Name", TargetField::new(TargetFieldType::String));
+    /// let mapping = MappingSet::new(target, WriteMode::Upsert)
+    ///     .with_identifier("DynamicsId")
+    ///     .with_mapping(FieldMapping::source("accountid", "DynamicsId"))
+    ///     .with_mapping(FieldMapping::source("name", "Name"));
+    /// let job = SyncJob::builder("Accounts to Company", "account", mapping)
+    ///     .with_filter("statecode eq 0")
+    ///     .with_deletes(DeletePolicy::Propagate)
+    ///     .build()?;
+    /// # Ok::<(), d365_connector::Error>(())
+    /// ```
+    pub fn builder(
+        name: impl Into<String>,
+        entity: impl Into<String>,
+        mapping: MappingSet,
+    ) -> SyncJobBuilder {
+        SyncJobBuilder {
+            job: SyncJob {
+                name: name.into(),
+                source: SourceSpec::new(entity),
+                mapping,
+                deletes: DeletePolicy::default(),
+                reconcile_every: None,
+                depends_on: None,
+                built_in: false,
+            },
+        }
+    }
+
+    /// Reads a job from its JSON form (serde, which refuses unknown keys), then checks its
+    /// values, with a message that names the problem on bad input.
     pub fn from_json(json: &str) -> Result<Self> {
         let job: Self = serde_json::from_str(json).map_err(|e| {
             Error::config(format!(
@@ -176,12 +240,6 @@ impl SyncJob {
                 "the job has no name; give it one admins recognise",
             ));
         }
-        if let Some(key) = self.unknown_keys.keys().next() {
-            return Err(Error::config(format!(
-                "job `{}` has the key `{key}`, which the job format does not know; check its spelling against the job file format in the README",
-                self.name
-            )));
-        }
         if let Some(size) = self.source.page_size {
             if !(1..=MAX_PAGE_SIZE).contains(&size) {
                 return Err(Error::config(format!(
@@ -210,5 +268,65 @@ impl SyncJob {
             )));
         }
         Ok(())
+    }
+}
+
+/// Builds a [`SyncJob`] in code (see [`SyncJob::builder`]); every setting not given has the
+/// default of the job file.
+#[must_use]
+#[derive(Debug, Clone)]
+pub struct SyncJobBuilder {
+    job: SyncJob,
+}
+
+impl SyncJobBuilder {
+    /// How later runs read only what changed (`source.incremental`). Default: `auto`.
+    pub fn with_incremental(mut self, mode: ReadMode) -> Self {
+        self.job.source.incremental = mode;
+        self
+    }
+
+    /// An OData filter passed through as given (`source.filter`, `statecode eq 0`).
+    pub fn with_filter(mut self, filter: impl Into<String>) -> Self {
+        self.job.source.filter = Some(filter.into());
+        self
+    }
+
+    /// Records per page (`source.page_size`), 1 to 5000. Default: 5000.
+    pub fn with_page_size(mut self, page_size: u32) -> Self {
+        self.job.source.page_size = Some(page_size);
+        self
+    }
+
+    /// How many partitions a first read runs at once (`source.parallelism`). Default: `auto`.
+    pub fn with_parallelism(mut self, parallelism: Parallelism) -> Self {
+        self.job.source.parallelism = parallelism;
+        self
+    }
+
+    /// What to do with records deleted in Dynamics (`deletes`). Default: `ignore`.
+    pub fn with_deletes(mut self, deletes: DeletePolicy) -> Self {
+        self.job.deletes = deletes;
+        self
+    }
+
+    /// With [`DeletePolicy::Reconcile`]: reconcile every `runs` finished runs
+    /// (`reconcile_every`). Default: every run.
+    pub fn with_reconcile_every(mut self, runs: u32) -> Self {
+        self.job.reconcile_every = Some(runs);
+        self
+    }
+
+    /// In a chain, the name of an earlier job that must succeed first (`depends_on`).
+    pub fn with_depends_on(mut self, job: impl Into<String>) -> Self {
+        self.job.depends_on = Some(job.into());
+        self
+    }
+
+    /// Checks the job as [`SyncJob::from_json`] does (a name, a page size Dataverse serves,
+    /// `reconcile_every` only with `deletes: reconcile`) and returns it.
+    pub fn build(self) -> Result<SyncJob> {
+        self.job.check()?;
+        Ok(self.job)
     }
 }

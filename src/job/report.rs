@@ -90,8 +90,11 @@ pub struct SyncReport {
     /// How long the run's requests were paused by throttling in all.
     #[serde(default, with = "seconds")]
     pub throttled_for: Duration,
-    /// The error that stopped a failed run.
-    pub error: Option<String>,
+    /// The error that stopped a failed run, typed: its [`kind`](Error::kind),
+    /// [`is_retryable`](Error::is_retryable), [`retry_after`](Error::retry_after),
+    /// [`status`](Error::status) and [`request_id`](Error::request_id) say whether to retry
+    /// later or call a person. In the JSON form, an object with those fields (see [`Error`]).
+    pub error: Option<Error>,
     /// Where the next run resumes; store it and pass it back. `None` if nothing was accepted
     /// yet and the run had no checkpoint to begin with. Left out of the JSON form: it carries
     /// paging and delta tokens, which do not belong in an activity log; store it on its own.
@@ -172,7 +175,11 @@ impl fmt::Display for SyncReport {
             write!(f, "\n  warning: {warning}")?;
         }
         if let Some(error) = &self.error {
-            write!(f, "\n  error: {error}")?;
+            write!(f, "\n  error ({:?}", error.kind())?;
+            if error.is_retryable() {
+                write!(f, ", retryable")?;
+            }
+            write!(f, "): {error}")?;
         }
         for failure in self.failures.iter().take(5) {
             write!(

@@ -10,7 +10,7 @@ use crate::mapping::{
     ValidatedMapping, WriteMode,
 };
 use crate::metadata::{EntityMetadata, MetadataOptions};
-use crate::sink::{BatchCheckpoint, KeySet, Operation, RecordSink, WriteResult};
+use crate::sink::{BatchCheckpoint, KeySet, Operation, RecordSink, WriteFailure, WriteResult};
 use crate::source::{
     Checkpoint, EntitySource, Page, ReadMode, ReadPlan, RecordChange, table_count,
 };
@@ -60,22 +60,38 @@ pub struct SyncProgress {
     pub failures: Vec<RecordFailure>,
 }
 
-/// How one run starts and what it reports to.
-#[derive(Default)]
-pub struct RunOptions<'a> {
+/// Called after every batch the sink accepted, with the run's progress. Shared, so options
+/// holding it clone cheaply; to get progress out of a spawned run, send it into a channel:
+///
+/// ```
+/// # use d365_connector::{RunOptions, SyncProgress};
+/// # use std::sync::Arc;
+/// let (progress, mut updates) = tokio::sync::mpsc::unbounded_channel::<SyncProgress>();
+/// let options = RunOptions {
+///     progress: Some(Arc::new(move |p: &SyncProgress| drop(progress.send(p.clone())))),
+///     ..RunOptions::default()
+/// };
+/// # let _ = (options, updates.try_recv());
+/// ```
+pub type ProgressFn = Arc<dyn Fn(&SyncProgress) + Send + Sync>;
+
+/// How one run starts and what it reports to. Owned and `Clone` (the lookup and the progress
+/// callback are shared), so a host can move a copy into a spawned task.
+#[derive(Clone, Default)]
+pub struct RunOptions {
     /// Where the previous run stopped; `None` reads from the beginning.
     pub checkpoint: Option<Checkpoint>,
     /// The entity's metadata, if the host already has it (otherwise it is fetched once).
     pub metadata: Option<Arc<EntityMetadata>>,
     /// Finds target ids for derived mappings.
-    pub lookup: Option<&'a dyn TargetLookup>,
+    pub lookup: Option<Arc<dyn TargetLookup>>,
     /// Called after every batch the sink accepted.
-    pub progress: Option<&'a (dyn Fn(&SyncProgress) + Send + Sync)>,
+    pub progress: Option<ProgressFn>,
     /// Stops the run after the current batch.
     pub cancel: Option<CancelToken>,
 }
 
-impl fmt::Debug for RunOptions<'_> {
+impl fmt::Debug for RunOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RunOptions")
             .field("checkpoint", &self.checkpoint)
@@ -106,7 +122,7 @@ impl SyncJob {
         &self,
         client: &DataverseClient,
         sink: &dyn RecordSink,
-        options: RunOptions<'_>,
+        options: RunOptions,
     ) -> Result<SyncReport> {
         let span = tracing::info_span!("job", job = %self.name, entity = %self.source.entity);
         let outcome = self
@@ -132,7 +148,7 @@ impl SyncJob {
         &self,
         client: &DataverseClient,
         sink: &dyn RecordSink,
-        options: RunOptions<'_>,
+        options: RunOptions,
     ) -> Result<SyncReport> {
         self.check()?;
         let throttling_before = client.throttle_stats();
@@ -216,11 +232,8 @@ impl SyncJob {
             Ok(Ending::Finished) => SyncStatus::PartialSuccess,
         };
         let error = match ending {
-            Err(error) => Some(error.to_string()),
-            Ok(_) if status == SyncStatus::Failed => Some(format!(
-                "every record failed ({} failures) and nothing was written; see the failures",
-                run.counts.failed
-            )),
+            Err(error) => Some(error),
+            Ok(_) if status == SyncStatus::Failed => Some(every_record_failed(&run.failures)),
             Ok(_) => None,
         };
         let throttling = client.throttle_stats().since(&throttling_before);
@@ -336,7 +349,7 @@ struct Run<'a> {
     mapping: &'a ValidatedMapping,
     delete_key: Vec<(String, TargetFieldType)>,
     sink: &'a dyn RecordSink,
-    options: &'a RunOptions<'a>,
+    options: &'a RunOptions,
     counts: SyncCounts,
     failures: Vec<RecordFailure>,
     checkpoint: Option<Checkpoint>,
@@ -380,7 +393,7 @@ impl Run<'_> {
                 runs: self.run_number,
                 ..page.checkpoint
             });
-            if let Some(progress) = self.options.progress {
+            if let Some(progress) = &self.options.progress {
                 progress(&SyncProgress {
                     job: self.job.name.clone(),
                     pages: self.pages,
@@ -431,7 +444,11 @@ impl Run<'_> {
         for change in &page.changes {
             match change {
                 RecordChange::Upsert(record) => {
-                    match self.mapping.convert(record, self.options.lookup).await {
+                    match self
+                        .mapping
+                        .convert(record, self.options.lookup.as_deref())
+                        .await
+                    {
                         Ok(target) => {
                             let key = self.mapping.identifier_key(&target);
                             let operation = match self.job.mapping.mode {
@@ -512,7 +529,7 @@ impl Run<'_> {
                     Operation::Upsert { .. } => self.counts.upserted += 1,
                     Operation::Delete { .. } => self.counts.deleted += 1,
                 },
-                Err(failure) => self.fail(write_failure(record_id, failure.reason)),
+                Err(failure) => self.fail(write_failure(record_id, failure)),
             }
         }
     }
@@ -655,13 +672,34 @@ fn key_for_id(delete_key: &[(String, TargetFieldType)], id: &str) -> TargetRecor
     key
 }
 
-/// A record the sink refused.
-fn write_failure(record_id: &str, reason: String) -> RecordFailure {
+/// The error of a run that read records and wrote none because every one of `failures` failed:
+/// a [`Sink`](ErrorKind::Sink) error when the sink refused them all, a
+/// [`Mapping`](ErrorKind::Mapping) one otherwise.
+fn every_record_failed(failures: &[RecordFailure]) -> Error {
+    let refused = failures.iter().all(|f| f.kind == RecordFailureKind::Write);
+    let kind = if refused {
+        ErrorKind::Sink
+    } else {
+        ErrorKind::Mapping
+    };
+    Error::new(
+        kind,
+        format!(
+            "every record failed ({} failures) and nothing was written; see the failures",
+            failures.len()
+        ),
+    )
+}
+
+/// A record the sink refused, with the field it named (or the whole record).
+fn write_failure(record_id: &str, failure: WriteFailure) -> RecordFailure {
     RecordFailure {
         record_id: record_id.to_owned(),
-        field: String::new(),
+        field: failure
+            .field
+            .unwrap_or_else(|| RecordFailure::WHOLE_RECORD.to_owned()),
         source: None,
-        reason,
+        reason: failure.reason,
         kind: RecordFailureKind::Write,
     }
 }

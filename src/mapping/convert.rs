@@ -14,7 +14,8 @@ use std::fmt;
 pub struct RecordFailure {
     /// The Dynamics record's primary id.
     pub record_id: String,
-    /// The target field that could not be filled.
+    /// The target field that could not be filled; for a record the sink refused, the field
+    /// the sink named, or [`RecordFailure::WHOLE_RECORD`].
     pub field: String,
     /// The source column read, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -40,6 +41,11 @@ pub enum RecordFailureKind {
     MultipleMatches,
     /// The record sink refused the record.
     Write,
+}
+
+impl RecordFailure {
+    /// The field of a record the sink refused without naming a field: `*`, the whole record.
+    pub const WHOLE_RECORD: &'static str = "*";
 }
 
 impl fmt::Display for RecordFailure {

@@ -2,6 +2,7 @@
 //! found by match fields.
 
 use super::schema::TargetRecord;
+use crate::error::Result;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -44,18 +45,36 @@ pub enum MultipleMatches {
 /// Finds records of the host's target objects, for derived mappings.
 ///
 /// The host implements it over its own storage. Conversion calls it once per derived field per
-/// record, so implementations that serve big jobs usually cache.
+/// record, so implementations that serve big jobs usually cache. Runs hold it as an
+/// `Arc<dyn TargetLookup>` ([`RunOptions::lookup`](crate::RunOptions::lookup)).
+///
+/// An async trait: implement it with [`#[async_trait]`](crate::async_trait) (re-exported by
+/// this crate), writing `async fn find_ids(&self, object: &str, criteria: &TargetRecord) ->
+/// Result<Vec<String>>`:
+///
+/// ```
+/// use d365_connector::{async_trait, Error, ErrorKind, Result, TargetLookup, TargetRecord};
+///
+/// #[derive(Debug)]
+/// struct Companies;
+///
+/// #[async_trait]
+/// impl TargetLookup for Companies {
+///     async fn find_ids(&self, object: &str, criteria: &TargetRecord) -> Result<Vec<String>> {
+///         if object != "Company" {
+///             return Err(Error::new(ErrorKind::Lookup, format!("no `{object}` objects here")));
+///         }
+///         Ok(criteria.iter().map(|(_, value)| format!("company-{value:?}")).collect())
+///     }
+/// }
+/// ```
 #[async_trait]
 pub trait TargetLookup: Send + Sync + fmt::Debug {
     /// The ids of the `object` records whose fields equal every value in `criteria` (field name
     /// to value, as converted from the Dynamics record). Returning at most two ids is enough:
     /// the caller only distinguishes none, one and several.
     ///
-    /// An error (any error type of the host's) fails the record being converted, with the
-    /// error's message in the reason.
-    async fn find_ids(
-        &self,
-        object: &str,
-        criteria: &TargetRecord,
-    ) -> Result<Vec<String>, Box<dyn std::error::Error + Send + Sync>>;
+    /// An error (best an [`ErrorKind::Lookup`](crate::ErrorKind::Lookup) one) fails the record
+    /// being converted, with the error's message in the reason.
+    async fn find_ids(&self, object: &str, criteria: &TargetRecord) -> Result<Vec<String>>;
 }

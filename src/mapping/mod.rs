@@ -138,3 +138,27 @@ pub struct MappingSet {
     /// One rule per target field.
     pub mappings: Vec<FieldMapping>,
 }
+
+impl MappingSet {
+    /// Writes into `target` in `mode`, with no identifiers and no mappings yet.
+    pub fn new(target: TargetSchema, mode: WriteMode) -> Self {
+        Self {
+            target,
+            mode,
+            identifiers: Vec::new(),
+            mappings: Vec::new(),
+        }
+    }
+
+    /// Adds a target field that identifies a record.
+    pub fn with_identifier(mut self, field: impl Into<String>) -> Self {
+        self.identifiers.push(field.into());
+        self
+    }
+
+    /// Adds a rule filling one target field.
+    pub fn with_mapping(mut self, mapping: FieldMapping) -> Self {
+        self.mappings.push(mapping);
+        self
+    }
+}

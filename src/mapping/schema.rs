@@ -305,7 +305,12 @@ impl<'de> Deserialize<'de> for Literal {
 /// Serializes as the sink expects: strings, ids and labels as JSON strings, numbers as JSON
 /// numbers with every digit of the source, dates as `YYYY-MM-DD`, datetimes as RFC 3339 UTC
 /// (`2024-06-12T14:13:25Z`), booleans, and `null`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Deserializes from that form without a schema: `null`, booleans and numbers come back as
+/// they were written (numbers as [`Literal`]s are read: exact up to 15 significant digits),
+/// and every string as [`TargetValue::String`], since JSON does not tell an id or a date from
+/// text.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum TargetValue {
     /// No value.
     Null,
@@ -355,8 +360,10 @@ impl Serialize for TargetValue {
 
 /// One record for the target object: field name to value, in mapping order.
 ///
-/// Serializes as a JSON object.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// Serializes as a JSON object, and deserializes from one (each value as
+/// [`TargetValue`] says). Two records are equal, and hash alike, when they hold the same fields
+/// with the same values in the same order.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct TargetRecord {
     fields: Vec<(String, TargetValue)>,
 }
@@ -409,5 +416,49 @@ impl Serialize for TargetRecord {
             map.serialize_entry(name, value)?;
         }
         map.end()
+    }
+}
+
+impl From<Literal> for TargetValue {
+    fn from(literal: Literal) -> Self {
+        match literal {
+            Literal::Null => TargetValue::Null,
+            Literal::Bool(b) => TargetValue::Bool(b),
+            Literal::Number(n) => TargetValue::Number(n),
+            Literal::String(s) => TargetValue::String(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for TargetValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Literal::deserialize(deserializer).map(TargetValue::from)
+    }
+}
+
+impl<'de> Deserialize<'de> for TargetRecord {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct RecordVisitor;
+
+        impl<'de> Visitor<'de> for RecordVisitor {
+            type Value = TargetRecord;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a record: an object of field names and values")
+            }
+
+            fn visit_map<A: de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<TargetRecord, A::Error> {
+                let mut record = TargetRecord::new();
+                while let Some((field, value)) = map.next_entry::<String, TargetValue>()? {
+                    record.insert(field, value);
+                }
+                Ok(record)
+            }
+        }
+
+        deserializer.deserialize_map(RecordVisitor)
     }
 }

@@ -209,6 +209,8 @@ fn with_select(link: &str, select: &str) -> String {
 /// needs), then the rest is divided among the slots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Division {
+    /// Not yet decided: by the table's count, before the first page.
+    Initial,
     AfterFirstPage,
     Due,
     Done,
@@ -325,7 +327,7 @@ impl PartitionedRead {
         // After the first answers, the client knows the server's x-ms-dop-hint.
         read.slots = parallelism.slots(read.shape.client.concurrency_limit());
         read.division = if fresh && read.slots > 1 {
-            read.divide_by_count().await?
+            Division::Initial
         } else {
             read.span = read.shape.id_range(Bounds::WHOLE).await?;
             Division::Done
@@ -459,10 +461,12 @@ impl PartitionedRead {
             if self.finished {
                 return Ok(None);
             }
-            if self.division == Division::Due {
-                self.divide(self.slots).await?;
+            match self.division {
+                Division::Initial => self.division = self.divide_by_count().await?,
+                Division::Due => self.divide(self.slots).await?,
+                Division::AfterFirstPage | Division::Done => {}
             }
-            while self.active.len() < self.slots && self.split_busiest().await? {}
+            while self.active.len() < self.data_slots() && self.split_busiest().await? {}
             self.fill_slots();
             match self.fetches.next().await {
                 Some(Done::Data { key, result }) => return self.accept(key, result?).map(Some),
@@ -484,7 +488,10 @@ impl PartitionedRead {
 
     /// Starts a fetch for each idle range, and the tracking read's next page.
     fn fill_slots(&mut self) {
-        for active in self.active.iter_mut().filter(|a| !a.fetching) {
+        let free = self
+            .data_slots()
+            .saturating_sub(self.active.iter().filter(|a| a.fetching).count());
+        for active in self.active.iter_mut().filter(|a| !a.fetching).take(free) {
             active.fetching = true;
             let (key, shape) = (active.key, Arc::clone(&self.shape));
             let bounds = active.bounds;
@@ -508,15 +515,16 @@ impl PartitionedRead {
         }
     }
 
-    /// Splits the range with the most rows left (by the density of its last page) between the
-    /// last id it returned and its actual last id (looked up with a one-row request), giving
-    /// the upper half, which holds at least that last id, to a new range. `false` when no
-    /// range has two pages' worth left.
+    /// Splits the range with the most rows left (by the density of its last page) in two: it
+    /// keeps the page it is fetching and half of what lies beyond, and a new range takes the
+    /// rest. The range's actual last id is looked up first (a one-row request), so that the
+    /// estimate does not count a gap after it. `false` when no range has a page and a half
+    /// left.
     async fn split_busiest(&mut self) -> Result<bool> {
         let Some((_, table_last)) = self.span else {
             return Ok(false);
         };
-        let worth = 2.0 * f64::from(self.page_size());
+        let page = f64::from(self.page_size());
         let busiest = self
             .active
             .iter()
@@ -524,24 +532,34 @@ impl PartitionedRead {
             .filter_map(|(index, active)| {
                 let after = active.bounds.after?;
                 let last = active.last.or(active.bounds.upto).unwrap_or(table_last);
-                Some((index, active.density? * after.distance_to(last)))
+                Some((
+                    index,
+                    active.density?,
+                    active.density? * after.distance_to(last),
+                ))
             })
-            .filter(|(_, rows_left)| *rows_left >= worth)
-            .max_by(|a, b| a.1.total_cmp(&b.1));
-        let Some((index, _)) = busiest else {
+            .filter(|(_, _, rows_left)| *rows_left >= 1.5 * page)
+            .max_by(|a, b| a.2.total_cmp(&b.2));
+        let Some((index, density, rows_left)) = busiest else {
             return Ok(false);
         };
-        let bounds = self.active[index].bounds;
+        let range = &self.active[index];
+        let (bounds, fetching) = (range.bounds, range.fetching);
         let after = bounds.after.expect("filtered above");
-        let last = match self.active[index].last {
-            Some(last) => Some(last),
-            None => self.shape.edge_id(bounds, true).await?,
-        };
-        let Some(last) = last.filter(|last| after.distance_to(*last) >= 2.0) else {
-            self.active[index].density = None; // nothing to split: do not ask again
+        let Some(last) = range.last else {
+            // Weigh it again with its actual last id.
+            let last = self.shape.edge_id(bounds, true).await?;
+            self.active[index].last = Some(last.unwrap_or(after));
             return Ok(true);
         };
-        let (lower, upper) = bounds.split_at(after.midpoint(last));
+        let in_flight = if fetching { page } else { 0.0 };
+        let keep = in_flight + (rows_left - in_flight).max(0.0) / 2.0;
+        let at = after.advanced_by(keep / density);
+        if at >= last {
+            self.active[index].density = None; // its page in flight holds what is left
+            return Ok(true);
+        }
+        let (lower, upper) = bounds.split_at(at);
         self.active[index].bounds = lower;
         self.active[index].last = None;
         self.add(upper);
@@ -549,6 +567,13 @@ impl PartitionedRead {
             new.last = Some(last);
         }
         Ok(true)
+    }
+
+    /// How many data pages may be fetched at once: a slot stays free for the tracking read
+    /// while it runs, since the delta link waits for its last page.
+    fn data_slots(&self) -> usize {
+        let tracking = matches!(self.tracking, TrackingRead::Idle(_) | TrackingRead::Running);
+        self.slots.saturating_sub(usize::from(tracking)).max(1)
     }
 
     fn page_size(&self) -> u32 {
@@ -583,9 +608,10 @@ impl PartitionedRead {
         match changes.last() {
             Some(last) if fetched.more && !overran => {
                 let last = parse_id(last.id())?;
-                let start = bounds.after.or(self.span.map(|(first, _)| first));
-                let width = start.map_or(0.0, |start| start.distance_to(last));
-                active.density = (width > 0.0).then(|| changes.len() as f64 / width);
+                // The page's own span: a range's bound may lie in a gap before its first row.
+                let first = parse_id(changes[0].id())?;
+                let width = first.distance_to(last);
+                active.density = (width > 0.0).then(|| (changes.len() - 1) as f64 / width);
                 active.bounds.after = Some(last);
                 if self.division == Division::AfterFirstPage {
                     self.division = Division::Due;

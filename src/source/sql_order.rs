@@ -66,6 +66,11 @@ impl SqlGuid {
         SqlGuid(self.0 + (other.0 - self.0) / 2)
     }
 
+    /// The id `ids` places after `self` (saturating at the largest id).
+    pub fn advanced_by(self, ids: f64) -> SqlGuid {
+        SqlGuid(self.0.saturating_add(ids.max(0.0) as u128))
+    }
+
     /// How many ids lie after `self` up to `other`, as a float for weighing ranges.
     pub fn distance_to(self, other: SqlGuid) -> f64 {
         other.0.saturating_sub(self.0) as f64

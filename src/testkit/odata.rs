@@ -410,16 +410,18 @@ fn collection(
         .iter()
         .filter(|r| filter.as_ref().is_none_or(|f| filter::matches(f, r)))
         .collect();
+    let size = prefs.page_size();
+    // A first page needs only its own rows in order (and one more, to know whether more follow).
+    let needed = (query.skiptoken.is_none() && top.is_none()).then(|| size.saturating_add(1));
     let mut rows = if orderby.is_empty() {
         rows
     } else {
-        sorted(def, rows, &orderby)
+        sorted(def, rows, &orderby, needed)
     };
     if let Some(top) = top {
         rows.truncate(top);
     }
 
-    let size = prefs.page_size();
     let cookie = query.skiptoken.as_deref().map(Cookie::parse).transpose()?;
     let start = match &cookie {
         None => 0,
@@ -468,7 +470,13 @@ fn collection(
 }
 
 /// `rows` in `$orderby` order, ties in insertion order; each row's keys are computed once.
-fn sorted<'a>(def: &EntityDef, rows: Vec<&'a Row>, orderby: &[(String, bool)]) -> Vec<&'a Row> {
+/// With `needed`, only that many first rows are returned (found without sorting the rest).
+fn sorted<'a>(
+    def: &EntityDef,
+    rows: Vec<&'a Row>,
+    orderby: &[(String, bool)],
+    needed: Option<usize>,
+) -> Vec<&'a Row> {
     let mut keyed: Vec<(Vec<SortKey>, &Row)> = rows
         .into_iter()
         .map(|row| {
@@ -482,7 +490,7 @@ fn sorted<'a>(def: &EntityDef, rows: Vec<&'a Row>, orderby: &[(String, bool)]) -
             (keys, row)
         })
         .collect();
-    keyed.sort_by(|(x, a), (y, b)| {
+    let order = |(x, a): &(Vec<SortKey>, &Row), (y, b): &(Vec<SortKey>, &Row)| {
         let by_keys = x
             .iter()
             .zip(y)
@@ -494,7 +502,12 @@ fn sorted<'a>(def: &EntityDef, rows: Vec<&'a Row>, orderby: &[(String, bool)]) -
         by_keys
             .fold(Ordering::Equal, Ordering::then)
             .then(a.seq.cmp(&b.seq))
-    });
+    };
+    if let Some(needed) = needed.filter(|n| *n > 0 && *n < keyed.len()) {
+        keyed.select_nth_unstable_by(needed - 1, order);
+        keyed.truncate(needed);
+    }
+    keyed.sort_by(order);
     keyed.into_iter().map(|(_, row)| row).collect()
 }
 

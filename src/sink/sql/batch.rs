@@ -5,7 +5,7 @@
 
 use super::table::{Column, Table};
 use crate::mapping::{TargetFieldType, TargetRecord, TargetValue};
-use crate::sink::{Operation, WriteFailure, WriteResult, key_text};
+use crate::sink::{Operation, WriteFailure, WriteResult, field_names, key_text};
 use chrono::{DateTime, NaiveDate, Utc};
 use std::collections::HashMap;
 
@@ -178,24 +178,28 @@ pub(super) fn key_rows<'k>(
 
 /// The failure of an insert whose identifiers are taken.
 pub(super) fn already_exists(table: &Table, operation: &Operation) -> WriteFailure {
+    let key = identifiers(table, operation);
     WriteFailure::new(format!(
         "a {} record with the identifiers {} already exists; insert mode never overwrites, so use upsert to update existing records",
         table.name,
-        identifiers(table, operation)
+        key_text(&key)
     ))
+    .with_field(field_names(&key))
 }
 
 /// The failure of an update whose identifiers are not found.
 pub(super) fn not_found(table: &Table, operation: &Operation) -> WriteFailure {
+    let key = identifiers(table, operation);
     WriteFailure::new(format!(
         "no {} record has the identifiers {}; use upsert to create missing records",
         table.name,
-        identifiers(table, operation)
+        key_text(&key)
     ))
+    .with_field(field_names(&key))
 }
 
-/// The identifier fields of an operation's record, as JSON.
-fn identifiers(table: &Table, operation: &Operation) -> String {
+/// The identifier fields of an operation's record.
+fn identifiers(table: &Table, operation: &Operation) -> TargetRecord {
     let record = match operation {
         Operation::Insert { record }
         | Operation::Upsert { record, .. }
@@ -210,7 +214,7 @@ fn identifiers(table: &Table, operation: &Operation) -> String {
             .unwrap_or(TargetValue::Null);
         key.insert(column.name.clone(), value);
     }
-    key_text(&key)
+    key
 }
 
 /// The cells of `record` for the columns at `layout`, or why the table cannot take it.
@@ -227,7 +231,8 @@ fn cells(
         return Err(WriteFailure::new(format!(
             "the field `{field}` is not a column of the table {}; add it to the job's target fields",
             table.quoted
-        )));
+        ))
+        .with_field(field));
     }
     layout
         .iter()
@@ -238,9 +243,11 @@ fn cells(
                 return Err(WriteFailure::new(format!(
                     "the identifier `{}` is empty; a record is written only with every identifier",
                     column.name
-                )));
+                ))
+                .with_field(&column.name));
             }
-            cell(column, value, text_holds_nul).map_err(WriteFailure::new)
+            cell(column, value, text_holds_nul)
+                .map_err(|reason| WriteFailure::new(reason).with_field(&column.name))
         })
         .collect()
 }
