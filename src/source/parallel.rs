@@ -20,6 +20,7 @@ use super::sql_order::SqlGuid;
 use crate::client::{DataverseClient, Prefer};
 use crate::error::{Error, Result};
 use crate::filter::encode_query_value;
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -136,16 +137,21 @@ impl Shape {
         .transpose()
     }
 
-    /// One page of the range `bounds`, in id order.
-    async fn fetch(self: Arc<Self>, bounds: Bounds) -> Result<Fetched> {
+    /// One page of the range `bounds`, in id order, still encoded: pages fetched ahead wait as
+    /// their bytes, and each is decoded only when its turn comes.
+    async fn fetch(self: Arc<Self>, bounds: Bounds) -> Result<Bytes> {
         let primary = self.primary();
         let url = self.url(
             &self.select,
             bounds.filter(primary),
             &format!("{primary} asc"),
         )?;
-        let response = self.client.get(url.as_str(), &self.prefer).await?;
-        let decoded = self.decoder.decode_page(&response.body).map_err(|e| {
+        Ok(self.client.get(url.as_str(), &self.prefer).await?.body)
+    }
+
+    /// Decodes a page `fetch` returned.
+    fn decode(&self, body: &[u8]) -> Result<Fetched> {
+        let decoded = self.decoder.decode_page(body).map_err(|e| {
             Error::decode(format!(
                 "a page of `{}` could not be decoded: {e}",
                 self.base.entity
@@ -239,7 +245,7 @@ struct Active {
 enum Done {
     Data {
         key: u64,
-        result: Result<Fetched>,
+        result: Result<Bytes>,
     },
     Tracking {
         reader: Box<Reader>,
@@ -469,7 +475,10 @@ impl PartitionedRead {
             while self.active.len() < self.data_slots() && self.split_busiest().await? {}
             self.fill_slots();
             match self.fetches.next().await {
-                Some(Done::Data { key, result }) => return self.accept(key, result?).map(Some),
+                Some(Done::Data { key, result }) => {
+                    let fetched = self.shape.decode(&result?)?;
+                    return self.accept(key, fetched).map(Some);
+                }
                 Some(Done::Tracking { reader, result }) => {
                     self.tracking = self.tracking_after(reader, result?);
                 }

@@ -1,6 +1,7 @@
 //! Many `account` rows at once, shaped like a real table: ids sequential within a few clusters,
 //! an import's `createdon` spike, 13 varied columns.
 
+use super::guid::SqlGuid;
 use super::sample;
 use super::state::{Row, State};
 use serde_json::{Map, Value as Json};
@@ -289,6 +290,7 @@ impl Batch {
             .zip(values)
             .collect();
         Row {
+            key: SqlGuid::parse(&id),
             id,
             seq,
             version,

@@ -72,6 +72,11 @@ pub(crate) enum Expr {
         op: Op,
         lit: Lit,
     },
+    /// A comparison of the primary id with an id, decided on the row's parsed key.
+    IdCmp {
+        op: Op,
+        key: SqlGuid,
+    },
     Func {
         name: String,
         property: String,
@@ -398,7 +403,23 @@ pub(crate) fn parse_filter(text: &str, def: &EntityDef) -> Result<Expr, ApiError
         return Err(syntax(parser.at(), text, "unexpected token"));
     }
     check(&expr, def)?;
-    Ok(expr)
+    Ok(with_id_keys(expr, &def.primary_id))
+}
+
+/// `expr` with every comparison of the primary id against an id turned into an [`Expr::IdCmp`].
+fn with_id_keys(expr: Expr, primary: &str) -> Expr {
+    let inner = |e: Box<Expr>| Box::new(with_id_keys(*e, primary));
+    match expr {
+        Expr::And(a, b) => Expr::And(inner(a), inner(b)),
+        Expr::Or(a, b) => Expr::Or(inner(a), inner(b)),
+        Expr::Not(a) => Expr::Not(inner(a)),
+        Expr::Cmp {
+            property,
+            op,
+            lit: Lit::Guid(key),
+        } if property == primary => Expr::IdCmp { op, key },
+        other => other,
+    }
 }
 
 fn check(expr: &Expr, def: &EntityDef) -> Result<(), ApiError> {
@@ -439,6 +460,8 @@ fn check(expr: &Expr, def: &EntityDef) -> Result<(), ApiError> {
             }
             Ok(())
         }
+        // Made from a checked comparison, after the check.
+        Expr::IdCmp { .. } => Ok(()),
     }
 }
 
@@ -472,17 +495,25 @@ pub(crate) fn matches(expr: &Expr, row: &Row) -> bool {
                 (true, false) => return false,
                 (false, false) => {}
             }
-            let Some(ordering) = compare_lit(cell, lit) else {
-                return *op == Op::Ne;
-            };
-            match op {
-                Op::Eq => ordering == Ordering::Equal,
-                Op::Ne => ordering != Ordering::Equal,
-                Op::Gt => ordering == Ordering::Greater,
-                Op::Ge => ordering != Ordering::Less,
-                Op::Lt => ordering == Ordering::Less,
-                Op::Le => ordering != Ordering::Greater,
+            match compare_lit(cell, lit) {
+                Some(ordering) => op.holds(ordering),
+                None => *op == Op::Ne,
             }
+        }
+        Expr::IdCmp { op, key } => row.key.is_some_and(|id| op.holds(id.cmp(key))),
+    }
+}
+
+impl Op {
+    /// Whether a comparison that came out `ordering` satisfies the operator.
+    fn holds(self, ordering: Ordering) -> bool {
+        match self {
+            Op::Eq => ordering == Ordering::Equal,
+            Op::Ne => ordering != Ordering::Equal,
+            Op::Gt => ordering == Ordering::Greater,
+            Op::Ge => ordering != Ordering::Less,
+            Op::Lt => ordering == Ordering::Less,
+            Op::Le => ordering != Ordering::Greater,
         }
     }
 }

@@ -483,6 +483,9 @@ fn sorted<'a>(
             let keys = orderby
                 .iter()
                 .map(|(property, _)| {
+                    if *property == def.primary_id {
+                        return SortKey::Guid(row.key);
+                    }
                     let attr = def.property(property).expect("validated");
                     filter::sort_key(row.fields.get(property).unwrap_or(&Json::Null), attr)
                 })

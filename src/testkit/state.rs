@@ -1,5 +1,6 @@
 //! Tables, rows, versions, tokens and queued faults: everything the stand-in remembers.
 
+use super::guid::SqlGuid;
 use super::limits::Load;
 use super::{Fault, RecordedRequest};
 use crate::metadata::AttributeType;
@@ -215,6 +216,8 @@ impl AttributeDef {
 #[derive(Debug, Clone)]
 pub(crate) struct Row {
     pub(crate) id: String,
+    /// The primary id in SQL Server's order, for range filters and sorting on it.
+    pub(crate) key: Option<SqlGuid>,
     /// Insertion sequence: the order of a query without `$orderby`.
     pub(crate) seq: u64,
     /// Change version of the last write; also the etag.
@@ -502,6 +505,7 @@ impl State {
             let seq = self.seq;
             let table = self.table_mut(entity);
             table.rows.push(Row {
+                key: SqlGuid::parse(&id),
                 id: id.clone(),
                 seq,
                 version,
