@@ -249,7 +249,7 @@ enum Done {
     },
     Tracking {
         reader: Box<Reader>,
-        result: Result<Page>,
+        result: Result<Box<Page>>,
     },
 }
 
@@ -480,7 +480,7 @@ impl PartitionedRead {
                     return self.accept(key, fetched).map(Some);
                 }
                 Some(Done::Tracking { reader, result }) => {
-                    self.tracking = self.tracking_after(reader, result?);
+                    self.tracking = self.tracking_after(reader, *result?);
                 }
                 None => {}
             }
@@ -518,7 +518,7 @@ impl PartitionedRead {
                 return;
             };
             self.fetches.push(Box::pin(async move {
-                let result = reader.next_page().await;
+                let result = reader.next_page().await.map(Box::new);
                 Done::Tracking { reader, result }
             }));
         }
