@@ -219,9 +219,8 @@ impl EntitySource {
         let parallelism = Parallelism::Fixed(u16::try_from(partitions.max(1)).unwrap_or(u16::MAX));
         match self.with_parallelism(parallelism).plan()? {
             Plan::Partitioned(shape, parallelism, None) => {
-                let mut read = parallel::PartitionedRead::begin(*shape, parallelism, None).await?;
-                read.divide(partitions).await?;
-                Ok(read.plan())
+                let read = parallel::PartitionedRead::begin(*shape, parallelism, None).await?;
+                read.plan(partitions).await
             }
             _ => Err(Error::config(
                 "this source's read cannot be partitioned; use parallelism 1",

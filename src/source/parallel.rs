@@ -257,6 +257,8 @@ enum Done {
 enum TrackingRead {
     /// Not a change-tracking read.
     None,
+    /// New: its first page is yet to be read.
+    Unstarted(Box<Reader>),
     /// Between two pages.
     Idle(Box<Reader>),
     /// A page is being fetched.
@@ -325,7 +327,7 @@ impl PartitionedRead {
             read.add(partition.bounds()?);
         }
         if read.shape.base.mode == ReadMode::ChangeTracking && !read.worker {
-            read.tracking = read.start_tracking(start.tracking).await?;
+            read.tracking = read.prepare_tracking(start.tracking)?;
         }
         if fresh && read.shape.base.mode == ReadMode::ModifiedOn {
             read.since = read.shape.latest_modified_on().await?;
@@ -335,10 +337,22 @@ impl PartitionedRead {
         read.division = if fresh && read.slots > 1 {
             Division::Initial
         } else {
-            read.span = read.shape.id_range(Bounds::WHOLE).await?;
+            read.span = read
+                .start_tracking_and(async |read: &mut Self| {
+                    read.shape.id_range(Bounds::WHOLE).await
+                })
+                .await?;
             Division::Done
         };
         Ok(read)
+    }
+
+    /// Plans the read in `partitions` partitions for separate workers: the tracking read's
+    /// first page, and the division.
+    pub async fn plan(mut self, partitions: usize) -> Result<ReadPlan> {
+        self.start_tracking_and(async |read: &mut Self| read.divide(partitions).await)
+            .await?;
+        Ok(ReadPlan::new(self.shape.base.clone(), self.progress()))
     }
 
     /// Divides a fresh read at once when the table's count says it holds more than two pages;
@@ -365,7 +379,7 @@ impl PartitionedRead {
     /// widest range between its first and last actual id, and the halves' own first and last
     /// ids are looked up (two one-row requests), so no range is empty and the table's clusters
     /// of ids end up apart.
-    pub async fn divide(&mut self, count: usize) -> Result<()> {
+    async fn divide(&mut self, count: usize) -> Result<()> {
         self.division = Division::Done;
         let [only] = self.active.as_slice() else {
             return Ok(());
@@ -398,8 +412,9 @@ impl PartitionedRead {
         Ok(())
     }
 
-    /// The ids-only change-tracking read, begun (its first page read) before any data page.
-    async fn start_tracking(&mut self, stored: Option<Tracking>) -> Result<TrackingRead> {
+    /// The ids-only change-tracking read: resumed from `stored`, or new (its first page is
+    /// read before any data page).
+    fn prepare_tracking(&mut self, stored: Option<Tracking>) -> Result<TrackingRead> {
         let shape = &self.shape;
         let prefer = Prefer {
             max_page_size: Some(super::MAX_PAGE_SIZE),
@@ -434,8 +449,32 @@ impl PartitionedRead {
             .client
             .web_api_url(&format!("{set}?$select={primary}"))?;
         reader.continue_at(url, 0, None, None);
-        let page = reader.next_page().await?;
-        Ok(self.tracking_after(Box::new(reader), page))
+        Ok(TrackingRead::Unstarted(Box::new(reader)))
+    }
+
+    /// Reads a new tracking read's first page, alongside `division` (which sends no data page),
+    /// and returns what `division` returned.
+    async fn start_tracking_and<T>(
+        &mut self,
+        division: impl AsyncFnOnce(&mut Self) -> Result<T>,
+    ) -> Result<T> {
+        let unstarted = match std::mem::replace(&mut self.tracking, TrackingRead::Running) {
+            TrackingRead::Unstarted(reader) => Some(reader),
+            other => {
+                self.tracking = other;
+                None
+            }
+        };
+        let first_page = async move {
+            let mut reader = unstarted?;
+            let page = reader.next_page().await;
+            Some((reader, page))
+        };
+        let (first, divided) = futures::join!(first_page, division(self));
+        if let Some((reader, page)) = first {
+            self.tracking = self.tracking_after(reader, page?);
+        }
+        divided
     }
 
     /// The tracking read's state after `page`.
@@ -468,7 +507,11 @@ impl PartitionedRead {
                 return Ok(None);
             }
             match self.division {
-                Division::Initial => self.division = self.divide_by_count().await?,
+                Division::Initial => {
+                    self.division = self
+                        .start_tracking_and(async |read: &mut Self| read.divide_by_count().await)
+                        .await?;
+                }
                 Division::Due => self.divide(self.slots).await?,
                 Division::AfterFirstPage | Division::Done => {}
             }
@@ -524,11 +567,11 @@ impl PartitionedRead {
         }
     }
 
-    /// Splits the range with the most rows left (by the density of its last page) in two: it
-    /// keeps the page it is fetching and half of what lies beyond, and a new range takes the
-    /// rest. The range's actual last id is looked up first (a one-row request), so that the
-    /// estimate does not count a gap after it. `false` when no range has a page and a half
-    /// left.
+    /// Splits the range with the most rows left (by the density of its last page) in two, so
+    /// that both finish together: the range keeps the page it is fetching and its share of
+    /// what lies beyond, a new range takes the rest. The range's actual last id is looked up
+    /// first (a one-row request), so that the estimate does not count a gap after it. `false`
+    /// when no range has more than a quarter page left beyond the page it is fetching.
     async fn split_busiest(&mut self) -> Result<bool> {
         let Some((_, table_last)) = self.span else {
             return Ok(false);
@@ -541,19 +584,17 @@ impl PartitionedRead {
             .filter_map(|(index, active)| {
                 let after = active.bounds.after?;
                 let last = active.last.or(active.bounds.upto).unwrap_or(table_last);
-                Some((
-                    index,
-                    active.density?,
-                    active.density? * after.distance_to(last),
-                ))
+                let rows_left = active.density? * after.distance_to(last);
+                let in_flight = if active.fetching { page } else { 0.0 };
+                Some((index, active.density?, rows_left, in_flight))
             })
-            .filter(|(_, _, rows_left)| *rows_left >= 1.5 * page)
+            .filter(|(_, _, rows_left, in_flight)| rows_left - in_flight >= page / 4.0)
             .max_by(|a, b| a.2.total_cmp(&b.2));
-        let Some((index, density, rows_left)) = busiest else {
+        let Some((index, density, rows_left, in_flight)) = busiest else {
             return Ok(false);
         };
         let range = &self.active[index];
-        let (bounds, fetching) = (range.bounds, range.fetching);
+        let bounds = range.bounds;
         let after = bounds.after.expect("filtered above");
         let Some(last) = range.last else {
             // Weigh it again with its actual last id.
@@ -561,8 +602,8 @@ impl PartitionedRead {
             self.active[index].last = Some(last.unwrap_or(after));
             return Ok(true);
         };
-        let in_flight = if fetching { page } else { 0.0 };
-        let keep = in_flight + (rows_left - in_flight).max(0.0) / 2.0;
+        // Both finish together: in_flight + x = (rows_left - in_flight) - x.
+        let keep = in_flight + ((rows_left - 2.0 * in_flight) / 2.0).max(0.0);
         let at = after.advanced_by(keep / density);
         if at >= last {
             self.active[index].density = None; // its page in flight holds what is left
@@ -722,10 +763,5 @@ impl PartitionedRead {
             last: true,
             counts,
         })
-    }
-
-    /// The read as a plan for separate workers.
-    pub fn plan(&self) -> ReadPlan {
-        ReadPlan::new(self.shape.base.clone(), self.progress())
     }
 }
