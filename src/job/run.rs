@@ -372,26 +372,32 @@ impl Run<'_> {
         let mut pages = source.pages();
         let mut next = pages.next().await;
         while let Some(page) = next {
-            let page = page?;
-            let batch = self.batch(&page).await;
-            let resume_from = self.resumable(Some(&page.checkpoint));
+            let Page {
+                changes,
+                checkpoint,
+                ..
+            } = page?;
+            let batch = self.batch(&changes).await;
+            if let Some(seen) = &mut self.seen {
+                for change in &changes {
+                    if let RecordChange::Upsert(record) = change {
+                        seen.insert(&key_for_id(&self.delete_key, record.id()));
+                    }
+                }
+            }
+            // The batch holds what is written: the decoded page goes before the next arrives.
+            drop(changes);
+            let resume_from = self.resumable(Some(&checkpoint));
             let span = tracing::debug_span!("page", number = self.pages + 1, records = batch.read);
             let write = self.write(&batch, resume_from).instrument(span.clone());
             let (fetched, written) = futures::join!(pages.next(), write);
             let failed_before = self.failures.len();
             self.accept(batch, written?);
             span.in_scope(|| self.trace_page(failed_before));
-            if let Some(seen) = &mut self.seen {
-                for change in &page.changes {
-                    if let RecordChange::Upsert(record) = change {
-                        seen.insert(&key_for_id(&self.delete_key, record.id()));
-                    }
-                }
-            }
             self.pages += 1;
             self.checkpoint = Some(Checkpoint {
                 runs: self.run_number,
-                ..page.checkpoint
+                ..checkpoint
             });
             if let Some(progress) = &self.options.progress {
                 progress(&SyncProgress {
@@ -436,12 +442,12 @@ impl Run<'_> {
 
     /// Converts one page into sink operations; records that cannot be converted become
     /// failures of the batch, deletions under `deletes: ignore` are skipped.
-    async fn batch(&self, page: &Page) -> Batch {
+    async fn batch(&self, changes: &[RecordChange]) -> Batch {
         let mut batch = Batch {
-            read: page.changes.len() as u64,
+            read: changes.len() as u64,
             ..Batch::default()
         };
-        for change in &page.changes {
+        for change in changes {
             match change {
                 RecordChange::Upsert(record) => {
                     match self
