@@ -405,3 +405,22 @@ async fn a_parallel_job_failing_part_way_resumes_and_writes_every_record_exactly
         "no record written twice"
     );
 }
+
+#[tokio::test]
+async fn a_job_asks_for_the_table_count_once() {
+    let (crm, client, _) = accounts(1200).await;
+    crm.clear_requests();
+
+    let report = companies_job(json!(4), "ignore")
+        .run(&client, &MemorySink::new(), RunOptions::default())
+        .await
+        .unwrap();
+
+    assert_eq!(report.counts.expected, Some(1200), "{report}");
+    let counts = crm
+        .api_requests()
+        .iter()
+        .filter(|r| r.path().contains("RetrieveTotalRecordCount"))
+        .count();
+    assert_eq!(counts, 1, "the partitioned read reuses the job's count");
+}

@@ -438,6 +438,7 @@ impl Run<'_> {
         resume: Option<Checkpoint>,
     ) -> EntitySource {
         job_source(self.job, self.mapping, client, metadata, resume)
+            .with_known_count(self.counts.expected)
     }
 
     /// Converts one page into sink operations; records that cannot be converted become
@@ -587,18 +588,25 @@ impl Run<'_> {
         if !matches!(ending, Ok(Ending::Finished)) {
             return Ok(true);
         }
-        let object = &self.job.mapping.target.object;
-        match self.sink.delete_missing(object, &seen).await? {
-            Some(deleted) => {
-                self.counts.deleted += deleted;
-                // The resync is complete: a sink that keeps checkpoints moves on from the
-                // expired one (an empty batch carries the new checkpoint).
-                self.write(&Batch::default(), self.checkpoint.as_ref())
-                    .await?;
-                Ok(true)
-            }
-            None => Ok(false),
+        if !self.remove_missing(&seen).await? {
+            return Ok(false);
         }
+        // The resync is complete: a sink that keeps checkpoints moves on from the expired one
+        // (an empty batch carries the new checkpoint).
+        self.write(&Batch::default(), self.checkpoint.as_ref())
+            .await?;
+        Ok(true)
+    }
+
+    /// Asks the sink to remove the target records whose keys are not in `keep`, counting them
+    /// as deleted. `false` when the sink cannot enumerate its records.
+    async fn remove_missing(&mut self, keep: &KeySet) -> Result<bool> {
+        let object = &self.job.mapping.target.object;
+        let Some(deleted) = self.sink.delete_missing(object, keep).await? else {
+            return Ok(false);
+        };
+        self.counts.deleted += deleted;
+        Ok(true)
     }
 
     /// Reads the table's primary ids alone (under the job's filter) and asks the sink to remove
@@ -621,14 +629,7 @@ impl Run<'_> {
                 keep.insert(&key_for_id(&self.delete_key, change.id()));
             }
         }
-        let object = &self.job.mapping.target.object;
-        match self.sink.delete_missing(object, &keep).await? {
-            Some(deleted) => {
-                self.counts.deleted += deleted;
-                Ok(true)
-            }
-            None => Ok(false),
-        }
+        self.remove_missing(&keep).await
     }
 
     fn fail(&mut self, failure: RecordFailure) {

@@ -95,6 +95,8 @@ pub struct EntitySource {
     count: bool,
     mode: ReadMode,
     parallelism: Parallelism,
+    /// The table's count, when the caller already asked Dataverse for it.
+    known_count: Option<u64>,
     checkpoint: Option<Checkpoint>,
 }
 
@@ -113,6 +115,7 @@ impl EntitySource {
             count: false,
             mode: ReadMode::Auto,
             parallelism: Parallelism::Fixed(1),
+            known_count: None,
             checkpoint: None,
         }
     }
@@ -199,6 +202,13 @@ impl EntitySource {
     #[must_use]
     pub fn with_parallelism(mut self, parallelism: Parallelism) -> Self {
         self.parallelism = parallelism;
+        self
+    }
+
+    /// Gives the table's count (`RetrieveTotalRecordCount`) when the caller already has it, so
+    /// that a partitioned read does not ask for it again.
+    pub(crate) fn with_known_count(mut self, count: Option<u64>) -> Self {
+        self.known_count = count;
         self
     }
 
@@ -384,6 +394,7 @@ impl EntitySource {
                 },
                 select: select.join(","),
                 filter: base.filter.clone(),
+                known_count: self.known_count,
                 base,
             };
             return Ok(Plan::Partitioned(

@@ -38,6 +38,8 @@ pub(super) struct Shape {
     pub select: String,
     /// The user's filter, rendered.
     pub filter: Option<String>,
+    /// The table's count, when the caller already asked for it.
+    pub known_count: Option<u64>,
     /// The checkpoint fields that do not change during the read.
     pub base: Checkpoint,
 }
@@ -119,9 +121,12 @@ impl Shape {
         }
     }
 
-    /// The table's row count (see [`table_count`]).
+    /// The table's row count (see [`table_count`]), asked for unless the caller knows it.
     async fn table_count(&self) -> Option<u64> {
-        table_count(&self.client, self.decoder.metadata().logical_name()).await
+        match self.known_count {
+            Some(count) => Some(count),
+            None => table_count(&self.client, self.decoder.metadata().logical_name()).await,
+        }
     }
 
     /// The latest `modifiedon` before the read begins.
