@@ -2,8 +2,8 @@
 
 use crate::error::{Error, Result};
 use serde::{Serialize, Serializer};
-use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 /// A JSON number kept exactly as Dataverse sent it (`922337203685477.5807`, `1.000000000000`).
 ///
@@ -172,11 +172,16 @@ impl Field {
 ///
 /// Lookup columns are keyed by their logical name (`parentcustomerid`), not by the Web API's
 /// `_parentcustomerid_value` property.
-#[derive(Clone, Debug, PartialEq, Default)]
+///
+/// The records of one page share their list of column names: each record holds its fields by
+/// slot, so decoding a row allocates no names.
+#[derive(Clone, Default)]
 pub struct Record {
     id: String,
     etag: Option<String>,
-    fields: BTreeMap<String, Field>,
+    columns: Arc<Columns>,
+    /// By slot of `columns`; shorter than `columns` when the last slots are empty.
+    fields: Vec<Option<Field>>,
 }
 
 impl Record {
@@ -184,8 +189,23 @@ impl Record {
     pub fn new(id: impl Into<String>) -> Self {
         Self {
             id: id.into(),
-            etag: None,
-            fields: BTreeMap::new(),
+            ..Self::default()
+        }
+    }
+
+    /// A record whose fields are given by slot of `columns`.
+    pub(crate) fn from_slots(
+        id: String,
+        etag: Option<String>,
+        columns: Arc<Columns>,
+        fields: Vec<Option<Field>>,
+    ) -> Self {
+        debug_assert!(fields.len() <= columns.len());
+        Self {
+            id,
+            etag,
+            columns,
+            fields,
         }
     }
 
@@ -207,19 +227,102 @@ impl Record {
 
     /// The field with logical name `name`.
     pub fn get(&self, name: &str) -> Option<&Field> {
-        self.fields.get(name)
+        let slot = self.columns.slot(name)?;
+        self.fields.get(slot)?.as_ref()
     }
 
     /// Sets the field `name`.
+    ///
+    /// A name the record's column list lacks is added to the record's own copy of the list.
     pub fn insert(&mut self, name: impl Into<String>, field: Field) {
-        self.fields.insert(name.into(), field);
+        let name = name.into();
+        let slot = match self.columns.slot(&name) {
+            Some(slot) => slot,
+            None => Arc::make_mut(&mut self.columns).add(name.into()),
+        };
+        if slot >= self.fields.len() {
+            self.fields.resize_with(slot + 1, || None);
+        }
+        self.fields[slot] = Some(field);
     }
 
     /// Every field, ordered by name.
     pub fn fields(&self) -> impl Iterator<Item = (&str, &Field)> {
-        self.fields
+        self.columns
+            .by_name()
+            .filter_map(|(slot, name)| Some((name, self.fields.get(slot)?.as_ref()?)))
+    }
+}
+
+impl PartialEq for Record {
+    /// Records are equal when their ids, etags and fields are, whatever their column lists.
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id && self.etag == other.etag && self.fields().eq(other.fields())
+    }
+}
+
+impl fmt::Debug for Record {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        struct Fields<'a>(&'a Record);
+        impl fmt::Debug for Fields<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_map().entries(self.0.fields()).finish()
+            }
+        }
+        f.debug_struct("Record")
+            .field("id", &self.id)
+            .field("etag", &self.etag)
+            .field("fields", &Fields(self))
+            .finish()
+    }
+}
+
+/// Column names, each at a slot that never changes: records decoded together share one list.
+///
+/// Slots are numbered in the order names are added, so a record made while the list was
+/// shorter stays valid; `by_name` holds the slots sorted by name, for lookups in O(log n) and
+/// iteration in name order.
+#[derive(Clone, Default, Debug)]
+pub(crate) struct Columns {
+    names: Vec<Arc<str>>,
+    by_name: Vec<usize>,
+}
+
+impl Columns {
+    /// How many names the list holds.
+    pub(crate) fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// The slot of `name`, if the list holds it.
+    pub(crate) fn slot(&self, name: &str) -> Option<usize> {
+        self.search(name).ok().map(|at| self.by_name[at])
+    }
+
+    /// The slot of `name`, adding it at the next slot when the list lacks it.
+    pub(crate) fn add(&mut self, name: Arc<str>) -> usize {
+        match self.search(&name) {
+            Ok(at) => self.by_name[at],
+            Err(at) => {
+                let slot = self.names.len();
+                self.names.push(name);
+                self.by_name.insert(at, slot);
+                slot
+            }
+        }
+    }
+
+    /// Every slot with its name, ordered by name.
+    pub(crate) fn by_name(&self) -> impl Iterator<Item = (usize, &str)> {
+        self.by_name
             .iter()
-            .map(|(name, field)| (name.as_str(), field))
+            .map(|&slot| (slot, self.names[slot].as_ref()))
+    }
+
+    /// Where `name` is, or would be, in `by_name`.
+    fn search(&self, name: &str) -> std::result::Result<usize, usize> {
+        self.by_name
+            .binary_search_by(|&slot| self.names[slot].as_ref().cmp(name))
     }
 }
 
