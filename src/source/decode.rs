@@ -14,13 +14,12 @@ use super::page::{PageCounts, RecordChange};
 use crate::client::{FORMATTED_VALUE_ANNOTATION, LOOKUP_TABLE_ANNOTATION};
 use crate::error::{Error, Result};
 use crate::metadata::EntityMetadata;
-use crate::value::{Columns, Number, Record, Value};
+use crate::value::{Columns, NameMap, Number, Record, Value};
 use properties::{Property, PropertyKeys};
 use row::{Annotation, DecodedRow, RowBuilder};
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -46,7 +45,7 @@ pub struct RecordDecoder {
     metadata: Arc<EntityMetadata>,
     /// Every attribute's logical name, shared by the pages' column lists, and whether the
     /// attribute is a lookup.
-    attributes: HashMap<Arc<str>, bool>,
+    attributes: NameMap<Arc<str>, bool>,
 }
 
 /// A decoded collection page.
@@ -80,7 +79,9 @@ impl RecordDecoder {
 
     /// Decodes a single-record response (`GET accounts(<id>)`).
     pub fn decode_record(&self, json: &[u8]) -> Result<Record> {
-        let mut deserializer = serde_json::Deserializer::from_slice(json);
+        let text = utf8(json)
+            .map_err(|e| Error::decode(format!("the record could not be decoded: {e}")))?;
+        let mut deserializer = serde_json::Deserializer::from_str(text);
         let mut reader = PageReader::new(self);
         let row = RowSeed {
             reader: &mut reader,
@@ -107,7 +108,7 @@ impl RecordDecoder {
 
     /// Decodes a collection page with its links. The error message names the record at fault.
     pub(crate) fn decode_page(&self, json: &[u8]) -> std::result::Result<DecodedPage, String> {
-        let mut deserializer = serde_json::Deserializer::from_slice(json);
+        let mut deserializer = serde_json::Deserializer::from_str(utf8(json)?);
         let page = PageSeed { decoder: self }
             .deserialize(&mut deserializer)
             .and_then(|page| deserializer.end().map(|()| page))
@@ -154,6 +155,11 @@ impl RecordDecoder {
         };
         columns.add(shared)
     }
+}
+
+/// The body as text, checked in one pass (serde_json then checks no string again).
+fn utf8(json: &[u8]) -> std::result::Result<&str, String> {
+    std::str::from_utf8(json).map_err(|e| format!("the body is not UTF-8 text: {e}"))
 }
 
 /// What the rows of a page share while it is read: its column list, its property keys, and the
@@ -264,7 +270,10 @@ impl<'de> Visitor<'de> for PageSeed<'_> {
             de::Error::custom("the response has no `value` array (it is not a collection)")
         })?;
         let columns = Arc::new(reader.columns);
-        let changes = rows.into_iter().map(|row| row.into_change(&columns)).collect();
+        let changes = rows
+            .into_iter()
+            .map(|row| row.into_change(&columns))
+            .collect();
         Ok(DecodedPage {
             changes,
             next_link,
@@ -394,7 +403,11 @@ fn read_property<'de, A: MapAccess<'de>>(
 
 /// Reads `raw`, sent under the name of the lookup at `slot`: an object (expanded or `$ref`) or
 /// null is its navigation property, anything else the column's value.
-fn read_navigation(raw: &str, slot: usize, row: &mut RowBuilder) -> std::result::Result<(), String> {
+fn read_navigation(
+    raw: &str,
+    slot: usize,
+    row: &mut RowBuilder,
+) -> std::result::Result<(), String> {
     if matches!(raw.as_bytes().first(), Some(b'{' | b'n')) {
         if let Some(id) = navigation_id(raw)? {
             row.navigate(slot, id);
@@ -477,6 +490,88 @@ mod tests {
         assert_eq!(
             value_from_raw("[1, 2]").unwrap(),
             Value::Json("[1, 2]".into())
+        );
+    }
+
+    use crate::value::Field;
+
+    fn decoder() -> RecordDecoder {
+        use crate::metadata::{AttributeMetadata, AttributeType};
+        RecordDecoder::new(
+            EntityMetadata::new("contact", "contacts", "contactid")
+                .with_attribute(AttributeMetadata::new(
+                    "contactid",
+                    AttributeType::Uniqueidentifier,
+                ))
+                .with_attribute(AttributeMetadata::new(
+                    "parentcustomerid",
+                    AttributeType::Customer,
+                )),
+        )
+    }
+
+    fn field(value: Value, formatted: Option<&str>, table: Option<&str>) -> Field {
+        Field {
+            value,
+            formatted: formatted.map(str::to_owned),
+            lookup_entity: table.map(str::to_owned),
+        }
+    }
+
+    fn text(value: &str) -> Value {
+        Value::String(value.to_owned())
+    }
+
+    #[test]
+    fn rows_of_one_page_may_differ_in_keys_order_and_annotations() {
+        let body = r#"{"value":[
+            {"contactid":"1","age":30,"_parentcustomerid_value@Microsoft.Dynamics.CRM.lookuplogicalname":"account","_parentcustomerid_value":"a1"},
+            {"age":31,"contactid":"2","_parentcustomerid_value":"a2","_parentcustomerid_value@Microsoft.Dynamics.CRM.lookuplogicalname":"contact","nickname":"Bo"},
+            {"contactid":"3","statecode@OData.Community.Display.V1.FormattedValue":"Active","_other_value":"x"}
+        ]}"#;
+        let changes = decoder().decode_changes(body.as_bytes()).unwrap();
+        let records: Vec<&Record> = changes.iter().filter_map(RecordChange::record).collect();
+
+        let mut first = Record::new("1");
+        first.insert("contactid", Field::new(text("1")));
+        first.insert(
+            "age",
+            Field::new(Value::Number(Number::parse("30").unwrap())),
+        );
+        first.insert("parentcustomerid", field(text("a1"), None, Some("account")));
+        let mut second = Record::new("2");
+        second.insert("contactid", Field::new(text("2")));
+        second.insert(
+            "age",
+            Field::new(Value::Number(Number::parse("31").unwrap())),
+        );
+        second.insert("parentcustomerid", field(text("a2"), None, Some("contact")));
+        second.insert("nickname", Field::new(text("Bo")));
+        let mut third = Record::new("3");
+        third.insert("contactid", Field::new(text("3")));
+        third.insert("statecode", field(Value::Null, Some("Active"), None));
+        // Not a lookup of the table: the property keeps its name.
+        third.insert("_other_value", Field::new(text("x")));
+        assert_eq!(records, [&first, &second, &third]);
+        assert_eq!(
+            records[1]
+                .fields()
+                .map(|(name, _)| name)
+                .collect::<Vec<_>>(),
+            ["age", "contactid", "nickname", "parentcustomerid"]
+        );
+    }
+
+    #[test]
+    fn a_body_that_is_not_utf8_is_a_decode_error() {
+        let error = decoder()
+            .decode_changes(b"{\"value\":[{\"contactid\":\"\xff\"}]}")
+            .unwrap_err();
+        assert!(error.to_string().contains("not UTF-8"), "{error}");
+        assert!(
+            decoder()
+                .decode_record(b"{\"contactid\":\"\xff\"}")
+                .is_err()
         );
     }
 }

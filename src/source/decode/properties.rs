@@ -1,6 +1,6 @@
 //! What each property key of a row stands for, worked out once per page.
 
-use std::collections::HashMap;
+use crate::value::NameMap;
 
 /// What a property of a row stands for; slots are those of the page's column list.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,7 +34,7 @@ pub(super) enum Property {
 #[derive(Debug, Default)]
 pub(super) struct PropertyKeys {
     known: Vec<(Box<str>, Property)>,
-    index: HashMap<Box<str>, usize>,
+    index: NameMap<Box<str>, usize>,
     /// The `known` entry at each position of the previous rows.
     previous: Vec<usize>,
 }

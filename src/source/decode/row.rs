@@ -64,9 +64,10 @@ pub(super) struct RowBuilder {
 }
 
 impl RowBuilder {
-    /// Starts a row, room made for the `columns` the page has so far.
+    /// Starts a row, with an empty slot for each of the `columns` the page has so far.
     pub(super) fn start(&mut self, columns: usize) {
         self.fields = Vec::with_capacity(columns);
+        self.fields.resize_with(columns, || None);
         self.pending.clear();
         self.navigated.clear();
         self.deleted = false;
@@ -120,8 +121,7 @@ impl RowBuilder {
         primary: &str,
         position: usize,
     ) -> Result<DecodedRow, String> {
-        if self.reference && self.fields.iter().all(Option::is_none) && self.navigated.is_empty()
-        {
+        if self.reference && self.fields.iter().all(Option::is_none) && self.navigated.is_empty() {
             return Err(format!(
                 "record {position} is a reference (`@odata.id` only), not a record: the response answers a `$ref` request; request the records without `/$ref`"
             ));
