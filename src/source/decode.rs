@@ -32,14 +32,20 @@ use std::sync::Arc;
 /// - The lookup's navigation property of the same name (`<name>`, sent with `$expand`) never
 ///   replaces that id: a `$ref` object (`{"@odata.id": ".../contacts(<id>)"}`) gives the id
 ///   when `_<name>_value` is absent, and an expanded record is left out.
-/// - `<name>@OData.Community.Display.V1.FormattedValue` goes to [`Field::formatted`];
-///   `@odata.*` and other annotations are skipped.
+/// - `<name>@OData.Community.Display.V1.FormattedValue` goes to [`Field::formatted`]; an
+///   annotation finds its property whether it comes before or after it, and makes a null field
+///   of its own when the property is absent. `@odata.etag` is the record's
+///   [`etag`](Record::etag); `@odata.*` and other annotations are skipped.
 /// - Numbers keep every digit ([`Number`]); dates stay the strings Dataverse sent (`2024-04-10`
-///   for DateOnly columns, UTC `2024-06-12T14:13:25Z` for the others).
+///   for DateOnly columns, UTC `2024-06-12T14:13:25Z` for the others); arrays and objects are
+///   kept as their JSON text ([`Value::Json`]).
 /// - A record without its primary id is an error naming its position, never dropped; so is a
 ///   `$ref` response (links, not records).
 ///
 /// Use it on pages fetched some other way, in tests, or in benchmarks.
+///
+/// [`Field::lookup_entity`]: crate::Field::lookup_entity
+/// [`Field::formatted`]: crate::Field::formatted
 #[derive(Debug, Clone)]
 pub struct RecordDecoder {
     metadata: Arc<EntityMetadata>,
@@ -240,7 +246,7 @@ impl<'de> Visitor<'de> for PageSeed<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut changes = None;
+        let mut rows = None;
         let mut next_link = None;
         let mut delta_link = None;
         let mut counts = PageCounts::default();
@@ -248,7 +254,7 @@ impl<'de> Visitor<'de> for PageSeed<'_> {
         while let Some(Key(key)) = map.next_key()? {
             match key.as_ref() {
                 "value" => {
-                    changes = Some(map.next_value_seed(RowsSeed {
+                    rows = Some(map.next_value_seed(RowsSeed {
                         reader: &mut reader,
                     })?);
                 }
@@ -266,7 +272,7 @@ impl<'de> Visitor<'de> for PageSeed<'_> {
                 }
             }
         }
-        let rows: Vec<DecodedRow> = changes.ok_or_else(|| {
+        let rows: Vec<DecodedRow> = rows.ok_or_else(|| {
             de::Error::custom("the response has no `value` array (it is not a collection)")
         })?;
         let columns = Arc::new(reader.columns);
