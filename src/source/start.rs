@@ -239,3 +239,243 @@ fn belongs_to(position: &Position, mode: ReadMode) -> bool {
 fn describe_filter(filter: Option<&str>) -> String {
     filter.map_or_else(|| "(none)".to_owned(), |f| format!("`{f}`"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::StaticTokenAuthorizer;
+    use crate::client::DataverseClient;
+    use crate::connection::Connection;
+    use crate::filter::Filter;
+    use crate::metadata::{AttributeMetadata, AttributeType, EntityMetadata};
+    use crate::secret::AccessToken;
+    use crate::source::{EntitySource, Partition};
+    use chrono::{DateTime, Utc};
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    /// `account` with a name, a lookup and `modifiedon`.
+    fn account(change_tracking: bool) -> EntityMetadata {
+        EntityMetadata::new("account", "accounts", "accountid")
+            .with_change_tracking(change_tracking)
+            .with_attribute(AttributeMetadata::new(
+                "accountid",
+                AttributeType::Uniqueidentifier,
+            ))
+            .with_attribute(AttributeMetadata::new("name", AttributeType::String))
+            .with_attribute(AttributeMetadata::new(
+                "primarycontactid",
+                AttributeType::Lookup,
+            ))
+            .with_attribute(AttributeMetadata::new(
+                "modifiedon",
+                AttributeType::DateTime,
+            ))
+    }
+
+    /// A source of `metadata` reading `name` and `primarycontactid`; its client sends nothing.
+    fn source(metadata: EntityMetadata) -> EntitySource {
+        let connection = Connection::builder("t", "https://contoso.crm.dynamics.com")
+            .build()
+            .unwrap();
+        let authorizer = Arc::new(StaticTokenAuthorizer::new(AccessToken::new("t")));
+        let client = DataverseClient::new(connection, authorizer).unwrap();
+        EntitySource::new(client, metadata).with_columns(["name", "primarycontactid"])
+    }
+
+    fn settings(source: EntitySource) -> ReadSettings {
+        source.settings().unwrap()
+    }
+
+    /// The settings' checkpoint at `position`.
+    fn checkpoint(settings: &ReadSettings, position: Position) -> Checkpoint {
+        Checkpoint {
+            position,
+            ..settings.base.clone()
+        }
+    }
+
+    fn watermark() -> Watermark {
+        Watermark {
+            modified_on: "2024-06-12T14:13:25Z".parse::<DateTime<Utc>>().unwrap(),
+            seen: BTreeMap::from([("id-1".to_owned(), "W/\"7\"".to_owned())]),
+        }
+    }
+
+    fn query(path: &str) -> ReadStart {
+        ReadStart::Sequential(SequentialStart::fresh(FirstRequest::Query(path.to_owned())))
+    }
+
+    #[test]
+    fn a_fresh_full_read_starts_with_the_columns_and_the_count() {
+        let settings = settings(
+            source(account(false))
+                .with_mode(ReadMode::Full)
+                .with_count(true),
+        );
+        assert_eq!(
+            start(&settings, None).unwrap(),
+            query("accounts?$select=accountid,name,_primarycontactid_value&$count=true")
+        );
+    }
+
+    #[test]
+    fn a_first_change_tracking_read_asks_to_track_changes() {
+        let settings = settings(source(account(true)));
+        assert_eq!(settings.base.mode, ReadMode::ChangeTracking);
+        assert!(settings.prefer.track_changes);
+        assert_eq!(
+            start(&settings, None).unwrap(),
+            query("accounts?$select=accountid,name,_primarycontactid_value")
+        );
+    }
+
+    #[test]
+    fn a_finished_change_tracking_read_resumes_at_its_delta_link() {
+        let settings = settings(source(account(true)));
+        let delta_link =
+            "https://contoso.crm.dynamics.com/api/data/v9.2/accounts?$deltatoken=9%2110";
+        let resumed = checkpoint(
+            &settings,
+            Position::Delta {
+                delta_link: delta_link.to_owned(),
+            },
+        );
+        assert_eq!(
+            start(&settings, Some(resumed)).unwrap(),
+            ReadStart::Sequential(SequentialStart::fresh(FirstRequest::Link {
+                link: delta_link.to_owned(),
+                what: "delta link of the checkpoint",
+            }))
+        );
+    }
+
+    #[test]
+    fn an_unfinished_read_resumes_at_its_next_link_with_its_pages_and_watermarks() {
+        let settings = settings(source(account(false)).with_mode(ReadMode::ModifiedOn));
+        let next_link = "https://contoso.crm.dynamics.com/api/data/v9.2/accounts?$skiptoken=x";
+        let position = Position::Reading {
+            next_link: next_link.to_owned(),
+            pages: 3,
+            since: Some(watermark()),
+            reached: None,
+        };
+        let ReadStart::Sequential(at) =
+            start(&settings, Some(checkpoint(&settings, position))).unwrap()
+        else {
+            panic!("an unfinished watermark read resumes sequentially");
+        };
+        assert_eq!(
+            at,
+            SequentialStart {
+                first: FirstRequest::Link {
+                    link: next_link.to_owned(),
+                    what: "next link of the checkpoint",
+                },
+                pages: 3,
+                since: Some(watermark()),
+                reached: None,
+            }
+        );
+    }
+
+    #[test]
+    fn a_modified_on_read_resumes_from_its_watermark_after_the_user_filter() {
+        let settings = settings(
+            source(account(true))
+                .with_filter(Filter::raw("statecode eq 0"))
+                .with_mode(ReadMode::Auto),
+        );
+        assert_eq!(settings.base.mode, ReadMode::ModifiedOn);
+        let position = Position::Watermark {
+            watermark: Some(watermark()),
+        };
+        let ReadStart::Sequential(at) =
+            start(&settings, Some(checkpoint(&settings, position))).unwrap()
+        else {
+            panic!("a watermark read is sequential");
+        };
+        assert_eq!(
+            at.first,
+            FirstRequest::Query(
+                "accounts?$select=accountid,name,_primarycontactid_value,modifiedon\
+                 &$filter=(modifiedon%20ge%202024-06-12T14:13:25Z)%20and%20(statecode%20eq%200)\
+                 &$orderby=modifiedon%20asc,accountid%20asc"
+                    .to_owned()
+            )
+        );
+        assert_eq!(
+            (at.pages, at.since, at.reached),
+            (0, Some(watermark()), Some(watermark()))
+        );
+    }
+
+    #[test]
+    fn a_checkpoint_of_another_read_asks_for_a_resync() {
+        let settings = settings(source(account(false)).with_mode(ReadMode::Full));
+        let other = Checkpoint {
+            entity: "contact".to_owned(),
+            mode: ReadMode::ModifiedOn,
+            columns: vec!["name".to_owned()],
+            filter: Some("statecode eq 0".to_owned()),
+            ..checkpoint(&settings, Position::Watermark { watermark: None })
+        };
+        let error = start(&settings, Some(other)).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::ResyncRequired);
+        let message = error.to_string();
+        for difference in [
+            "made for table `contact`, this source reads `account`",
+            "made for a modified_on read, this source reads in full mode",
+            "made for the columns [name], this source reads [name, primarycontactid]",
+            "made for the filter `statecode eq 0`, this source uses (none)",
+        ] {
+            assert!(message.contains(difference), "{message}");
+        }
+        let misplaced = checkpoint(&settings, Position::Watermark { watermark: None });
+        let error = start(&settings, Some(misplaced)).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::ResyncRequired);
+        assert!(
+            error.to_string().contains("does not belong to a full read"),
+            "{error}"
+        );
+        let old = Checkpoint {
+            version: CHECKPOINT_VERSION + 1,
+            ..checkpoint(&settings, Position::Complete)
+        };
+        assert_eq!(
+            start(&settings, Some(old)).unwrap_err().kind(),
+            ErrorKind::ResyncRequired
+        );
+    }
+
+    #[test]
+    fn first_reads_and_partitioned_positions_are_read_in_partitions() {
+        let parallel = settings(source(account(true)).with_parallelism(Parallelism::Fixed(4)));
+        assert_eq!(
+            start(&parallel, None).unwrap(),
+            ReadStart::Partitioned(None)
+        );
+        let delta = Position::Delta {
+            delta_link: "https://contoso.crm.dynamics.com/api/data/v9.2/accounts?$deltatoken=1"
+                .to_owned(),
+        };
+        assert!(matches!(
+            start(&parallel, Some(checkpoint(&parallel, delta))).unwrap(),
+            ReadStart::Sequential(_)
+        ));
+        let progress = Progress {
+            partitions: vec![Partition::whole()],
+            tracking: None,
+            since: None,
+            seen: BTreeMap::new(),
+            pages: 2,
+            worker: true,
+        };
+        let sequential = settings(source(account(true)));
+        let resumed = checkpoint(&sequential, Position::Partitioned(progress.clone()));
+        assert_eq!(
+            start(&sequential, Some(resumed)).unwrap(),
+            ReadStart::Partitioned(Some(progress))
+        );
+    }
+}
