@@ -12,7 +12,6 @@ use crate::filter::FilterValue;
 use std::fmt;
 
 /// A source's settings, checked against the table's metadata, with the mode resolved.
-#[derive(Debug, Clone)]
 pub(super) struct ReadSettings {
     /// The checkpoint fields every page of the read carries: table, mode, columns, filter.
     pub base: Checkpoint,
