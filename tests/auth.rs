@@ -7,13 +7,14 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::Utc;
+use d365_connector::testkit::VirtualClock;
 use d365_connector::{
     AccessToken, AuthorizationCodeAuthorizer, AuthorizationRequest, AuthorizeOptions, Authorizer,
     ClientCredential, ClientCredentialsAuthorizer, ClientOptions, ClientSecret, Clock, Cloud,
     Connection, DEFAULT_IMDS_ENDPOINT, DataverseClient, EntraApp, ErrorKind, IdentityHeader,
     InstanceUrl, ManagedIdentityAuthorizer, ManagedIdentityEndpoint, ManagedIdentityId,
-    MemoryTokenStore, Prompt, RefreshToken, RetryPolicy, TokenSet, TokenStore, VirtualClock,
-    WorkloadIdentity, who_am_i,
+    MemoryTokenStore, Prompt, RefreshToken, RetryPolicy, TokenSet, TokenStore, WorkloadIdentity,
+    who_am_i,
 };
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};

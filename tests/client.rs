@@ -2,9 +2,10 @@
 //! origin checks, redirects, error bodies.
 
 use async_trait::async_trait;
+use d365_connector::testkit::VirtualClock;
 use d365_connector::{
     AccessToken, Authorizer, ClientOptions, Connection, DataverseClient, ErrorKind, Result,
-    RetryPolicy, StaticTokenAuthorizer, VirtualClock,
+    RetryPolicy, StaticTokenAuthorizer,
 };
 use serde_json::{Value, json};
 use std::io::Write;

@@ -3,12 +3,12 @@
 //! out-of-the-box job.
 
 use async_trait::async_trait;
-use d365_connector::testkit::{Fault, StandIn};
+use d365_connector::testkit::{Fault, StandIn, VirtualClock};
 use d365_connector::{
     CancelToken, ChainOptions, ChainOutcome, Checkpoint, ClientCredentialsAuthorizer,
     ClientOptions, ClientSecret, Connection, DataverseClient, EntraApp, ErrorKind, JobChain,
     MappingErrors, MemorySink, Operation, ProgressFn, RecordSink, RunOptions, SyncJob,
-    SyncProgress, SyncStatus, TargetRecord, TargetValue, VirtualClock, WriteResult,
+    SyncProgress, SyncStatus, TargetRecord, TargetValue, WriteResult,
 };
 use serde_json::{Value, json};
 use std::collections::HashSet;

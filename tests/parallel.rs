@@ -3,11 +3,11 @@
 //! partitions, read plans run by separate workers, `deletes: reconcile`, and `parallelism: 1`
 //! reading as before.
 
-use d365_connector::testkit::{AccountShape, StandIn};
+use d365_connector::testkit::{AccountShape, StandIn, VirtualClock};
 use d365_connector::{
     Checkpoint, ClientCredentialsAuthorizer, ClientOptions, ClientSecret, Connection,
     DataverseClient, EntityMetadata, EntitySource, EntraApp, MemorySink, MetadataOptions, Page,
-    Parallelism, ReadMode, RecordChange, RunOptions, SyncJob, SyncStatus, VirtualClock,
+    Parallelism, ReadMode, RecordChange, RunOptions, SyncJob, SyncStatus,
 };
 use futures::TryStreamExt;
 use serde_json::json;
