@@ -267,15 +267,7 @@ fn wide_mapping(runtime: &tokio::runtime::Runtime, rounds: usize) {
     for _ in 0..rounds.min(5) {
         let started = Instant::now();
         let mapping = set.validate(&metadata).unwrap();
-        eprintln!("validate {:?}", started.elapsed());
         let decoder = RecordDecoder::new(metadata.clone());
-        let t = Instant::now();
-        let changes = decoder.decode_changes(&page).unwrap();
-        eprintln!("decode {:?}", t.elapsed());
-        let t = Instant::now();
-        for c in &changes { if let RecordChange::Upsert(r) = c { black_box(runtime.block_on(mapping.convert(r, None)).unwrap()); } }
-        eprintln!("convert {:?}", t.elapsed());
-        drop(changes);
         let operations = runtime.block_on(operations(&decoder, &mapping, &page));
         let sink = JsonLinesSink::new(Vec::new());
         runtime.block_on(sink.write("Wide", &operations)).unwrap();
