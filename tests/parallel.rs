@@ -3,11 +3,11 @@
 //! partitions, read plans run by separate workers, `deletes: reconcile`, and `parallelism: 1`
 //! reading as before.
 
-use d365_connector::testkit::{AccountShape, StandIn};
+use d365_connector::testkit::{AccountShape, StandIn, VirtualClock};
 use d365_connector::{
     Checkpoint, ClientCredentialsAuthorizer, ClientOptions, ClientSecret, Connection,
     DataverseClient, EntityMetadata, EntitySource, EntraApp, MemorySink, MetadataOptions, Page,
-    Parallelism, ReadMode, RecordChange, RunOptions, SyncJob, SyncStatus, VirtualClock,
+    Parallelism, ReadMode, RecordChange, RunOptions, SyncJob, SyncStatus,
 };
 use futures::TryStreamExt;
 use serde_json::json;
@@ -222,12 +222,9 @@ async fn a_read_plan_runs_as_separate_workers_and_one_finishing_step() {
         all.extend(pages);
     }
     assert_each_once(&tally(&all), &table_ids(&crm));
-    assert!(
-        plan.worker(5)
-            .unwrap_err()
-            .to_string()
-            .contains("partitions 0 to 4")
-    );
+    let error = plan.worker(5).unwrap_err();
+    assert_eq!(error.kind(), d365_connector::ErrorKind::Config);
+    assert!(error.to_string().contains("partitions 0 to 4"), "{error}");
 
     let finishing =
         collect(source(&client, &metadata, ReadMode::ChangeTracking).resume_from(plan.finishing()))

@@ -16,10 +16,11 @@ use super::incremental::Reader;
 use super::page::{Page, PageCounts, RecordChange};
 use super::partition::{Bounds, Parallelism, Partition};
 use super::plan::ReadPlan;
+use super::query::{Query, all_of, with_select};
 use super::sql_order::SqlGuid;
+use super::start::{FirstRequest, ReadSettings, SequentialStart};
 use crate::client::{DataverseClient, Prefer};
 use crate::error::{Error, Result};
-use crate::filter::encode_query_value;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
@@ -30,41 +31,57 @@ use url::Url;
 
 /// What every request of the read shares.
 pub(super) struct Shape {
-    pub client: DataverseClient,
-    pub decoder: RecordDecoder,
+    client: DataverseClient,
+    decoder: RecordDecoder,
     /// The data pages' preferences (never change tracking).
-    pub prefer: Prefer,
+    prefer: Prefer,
     /// `$select`, joined.
-    pub select: String,
+    select: String,
     /// The user's filter, rendered.
-    pub filter: Option<String>,
+    filter: Option<String>,
     /// The table's count, when the caller already asked for it.
-    pub known_count: Option<u64>,
+    known_count: Option<u64>,
     /// The checkpoint fields that do not change during the read.
-    pub base: Checkpoint,
+    base: Checkpoint,
 }
 
 impl Shape {
+    /// The shape of a partitioned read of `settings` (the table's count given when known).
+    pub fn new(
+        client: DataverseClient,
+        decoder: RecordDecoder,
+        settings: ReadSettings,
+        known_count: Option<u64>,
+    ) -> Self {
+        Self {
+            client,
+            decoder,
+            prefer: Prefer {
+                track_changes: false,
+                ..settings.prefer
+            },
+            select: settings.select.join(","),
+            filter: settings.base.filter.clone(),
+            known_count,
+            base: settings.base,
+        }
+    }
+
     fn primary(&self) -> &str {
         self.decoder.metadata().primary_id_attribute()
     }
 
     /// `<set>?$select=..&$filter=..&$orderby=..`, the filter being the user's and `extra`.
     fn url(&self, select: &str, extra: Option<String>, orderby: &str) -> Result<Url> {
-        let mut query = String::from("$select=");
-        encode_query_value(select, &mut query);
-        let filter = match (&self.filter, extra) {
-            (Some(user), Some(extra)) => Some(format!("({user}) and ({extra})")),
-            (user, extra) => extra.or_else(|| user.clone()),
+        let filter = all_of(self.filter.clone(), extra);
+        let query = Query {
+            select,
+            filter: filter.as_deref(),
+            order_by: Some(orderby),
+            count: false,
         };
-        if let Some(filter) = filter {
-            query.push_str("&$filter=");
-            encode_query_value(&filter, &mut query);
-        }
-        query.push_str("&$orderby=");
-        encode_query_value(orderby, &mut query);
         let set = self.decoder.metadata().entity_set_name();
-        self.client.web_api_url(&format!("{set}?{query}"))
+        self.client.web_api_url(&query.path(set))
     }
 
     /// The first value of `column` among the rows `extra` selects, in the order `orderby`,
@@ -199,21 +216,6 @@ fn parse_id(text: &str) -> Result<SqlGuid> {
             "the primary id `{text}` is not a uniqueidentifier, so the table cannot be read in partitions; read it with parallelism 1"
         ))
     })
-}
-
-/// `link` with its `$select` replaced by `select`: the ids-only tracking read's delta token,
-/// asked for with the data read's columns (the token is a version of the table, not of the
-/// columns). Everything else stays as the server wrote it.
-fn with_select(link: &str, select: &str) -> String {
-    let (base, query) = link.split_once('?').unwrap_or((link, ""));
-    let mut encoded = String::from("$select=");
-    encode_query_value(select, &mut encoded);
-    let mut parts: Vec<&str> = query
-        .split('&')
-        .filter(|part| !part.is_empty() && !part.starts_with("$select="))
-        .collect();
-    parts.insert(0, &encoded);
-    format!("{base}?{}", parts.join("&"))
 }
 
 /// How a fresh read is divided: its first page is read alone (which is all a small table
@@ -420,41 +422,49 @@ impl PartitionedRead {
     /// The ids-only change-tracking read: resumed from `stored`, or new (its first page is
     /// read before any data page).
     fn prepare_tracking(&mut self, stored: Option<Tracking>) -> Result<TrackingRead> {
+        match stored {
+            Some(Tracking::DeltaLink(link)) => {
+                self.tracking_link = Some(Tracking::DeltaLink(link));
+                Ok(TrackingRead::Finished)
+            }
+            Some(Tracking::NextLink(link)) => {
+                let reader = self.tracking_reader(FirstRequest::Link {
+                    link: link.clone(),
+                    what: "tracking link of the checkpoint",
+                })?;
+                self.tracking_link = Some(Tracking::NextLink(link));
+                Ok(TrackingRead::Idle(reader))
+            }
+            None => {
+                let ids_only = Query {
+                    select: self.shape.primary(),
+                    filter: None,
+                    order_by: None,
+                    count: false,
+                };
+                let set = self.shape.decoder.metadata().entity_set_name();
+                let first = FirstRequest::Query(ids_only.path(set));
+                Ok(TrackingRead::Unstarted(self.tracking_reader(first)?))
+            }
+        }
+    }
+
+    /// A reader of the ids-only change-tracking read, starting with `first`.
+    fn tracking_reader(&self, first: FirstRequest) -> Result<Box<Reader>> {
         let shape = &self.shape;
         let prefer = Prefer {
             max_page_size: Some(super::MAX_PAGE_SIZE),
             track_changes: true,
             ..Prefer::default()
         };
-        let mut reader = Reader::new(
-            shape.client.clone(),
-            RecordDecoder::new(Arc::clone(shape.decoder.metadata())),
-            prefer,
-            Checkpoint {
-                columns: Vec::new(),
-                ..shape.base.clone()
-            },
-        );
-        match stored {
-            Some(Tracking::DeltaLink(link)) => {
-                self.tracking_link = Some(Tracking::DeltaLink(link));
-                return Ok(TrackingRead::Finished);
-            }
-            Some(Tracking::NextLink(link)) => {
-                let url = reader.check_link(&link, "tracking link of the checkpoint")?;
-                reader.continue_at(url, 0, None, None);
-                self.tracking_link = Some(Tracking::NextLink(link));
-                return Ok(TrackingRead::Idle(Box::new(reader)));
-            }
-            None => {}
-        }
-        let primary = shape.primary();
-        let set = shape.decoder.metadata().entity_set_name();
-        let url = shape
-            .client
-            .web_api_url(&format!("{set}?$select={primary}"))?;
-        reader.continue_at(url, 0, None, None);
-        Ok(TrackingRead::Unstarted(Box::new(reader)))
+        let base = Checkpoint {
+            columns: Vec::new(),
+            ..shape.base.clone()
+        };
+        let decoder = RecordDecoder::new(Arc::clone(shape.decoder.metadata()));
+        let start = SequentialStart::fresh(first);
+        let reader = Reader::new(shape.client.clone(), decoder, prefer, base, start)?;
+        Ok(Box::new(reader))
     }
 
     /// Reads a new tracking read's first page, alongside `division` (which sends no data page),
@@ -739,6 +749,8 @@ impl PartitionedRead {
                 pages: self.pages + 1,
                 ..self.progress()
             }),
+            // The ids-only read's delta token, asked for with the data read's columns (the
+            // token is a version of the table, not of the columns).
             (ReadMode::ChangeTracking, Some(Tracking::DeltaLink(link))) => Position::Delta {
                 delta_link: with_select(link, &self.shape.select),
             },
