@@ -20,13 +20,14 @@ use super::query::{Query, all_of, with_select};
 use super::sql_order::SqlGuid;
 use super::start::{FirstRequest, ReadSettings, SequentialStart};
 use crate::client::{DataverseClient, Prefer};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use tokio::sync::mpsc;
 use url::Url;
 
 /// What every request of the read shares.
@@ -255,8 +256,9 @@ enum Done {
         result: Result<Bytes>,
     },
     Tracking {
-        reader: Box<Reader>,
-        result: Result<Box<Page>>,
+        task: TrackingTask,
+        /// The link after the task's next page; `None` when the task ended without one.
+        link: Option<Result<Tracking>>,
     },
 }
 
@@ -266,12 +268,69 @@ enum TrackingRead {
     None,
     /// New: its first page is yet to be read.
     Unstarted(Box<Reader>),
-    /// Between two pages.
+    /// Ready to read its remaining pages.
     Idle(Box<Reader>),
-    /// A page is being fetched.
+    /// Reading on its own task, whose next link is awaited among the fetches.
     Running,
     /// Finished.
     Finished,
+}
+
+/// The tracking read's remaining pages, read on a task of their own: the read is the longest
+/// chain of requests, so each page is asked for as soon as the one before it arrives, however
+/// long the caller takes with the data pages. The task ends when this is dropped.
+struct TrackingTask {
+    links: mpsc::UnboundedReceiver<Result<Tracking>>,
+    _task: AbortOnDrop,
+}
+
+impl TrackingTask {
+    fn spawn(mut reader: Box<Reader>) -> Self {
+        let (sender, links) = mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            loop {
+                let link = reader.next_page().await.and_then(|page| link_after(&page));
+                let finished = !matches!(link, Ok(Tracking::NextLink(_)));
+                if sender.send(link).is_err() || finished {
+                    return;
+                }
+            }
+        });
+        Self {
+            links,
+            _task: AbortOnDrop(task),
+        }
+    }
+
+    /// Waits for the next page's link.
+    async fn next(mut self) -> Done {
+        let link = self.links.recv().await;
+        Done::Tracking { task: self, link }
+    }
+}
+
+/// The tracking read's link after `page`: its delta link at the end, else its next link.
+fn link_after(page: &Page) -> Result<Tracking> {
+    match (page.checkpoint.delta_link(), page.checkpoint.next_link()) {
+        (Some(delta), _) => Ok(Tracking::DeltaLink(delta.to_owned())),
+        (None, Some(next)) => Ok(Tracking::NextLink(next.to_owned())),
+        (None, None) => Err(Error::new(
+            ErrorKind::Service,
+            format!(
+                "page {} of the change-tracking read came with neither a next link nor a delta link; run the job again",
+                page.number
+            ),
+        )),
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// A partitioned read in progress.
@@ -487,21 +546,33 @@ impl PartitionedRead {
         };
         let (first, divided) = futures::join!(first_page, division(self));
         if let Some((reader, page)) = first {
-            self.tracking = self.tracking_after(reader, page?);
+            let link = link_after(&page?)?;
+            self.tracking = match link {
+                Tracking::DeltaLink(_) => TrackingRead::Finished,
+                Tracking::NextLink(_) => TrackingRead::Idle(reader),
+            };
+            self.tracking_link = Some(link);
         }
         divided
     }
 
-    /// The tracking read's state after `page`.
-    fn tracking_after(&mut self, reader: Box<Reader>, page: Page) -> TrackingRead {
-        if let Some(delta) = page.checkpoint.delta_link() {
-            self.tracking_link = Some(Tracking::DeltaLink(delta.to_owned()));
-            return TrackingRead::Finished;
-        }
-        if let Some(next) = page.checkpoint.next_link() {
-            self.tracking_link = Some(Tracking::NextLink(next.to_owned()));
-        }
-        TrackingRead::Idle(reader)
+    /// Takes the tracking task's link after its next page, and waits for the one after.
+    fn tracking_after(&mut self, task: TrackingTask, link: Option<Result<Tracking>>) -> Result<()> {
+        let link = link.ok_or_else(|| {
+            Error::new(
+                ErrorKind::Service,
+                "the change-tracking read stopped before its delta link; run the job again",
+            )
+        })??;
+        self.tracking = match link {
+            Tracking::DeltaLink(_) => TrackingRead::Finished,
+            Tracking::NextLink(_) => {
+                self.fetches.push(Box::pin(task.next()));
+                TrackingRead::Running
+            }
+        };
+        self.tracking_link = Some(link);
+        Ok(())
     }
 
     fn add(&mut self, bounds: Bounds) {
@@ -537,9 +608,7 @@ impl PartitionedRead {
                     let fetched = self.shape.decode(&result?)?;
                     return self.accept(key, fetched).map(Some);
                 }
-                Some(Done::Tracking { reader, result }) => {
-                    self.tracking = self.tracking_after(reader, *result?);
-                }
+                Some(Done::Tracking { task, link }) => self.tracking_after(task, link)?,
                 None => {}
             }
             if self.is_complete() {
@@ -570,15 +639,13 @@ impl PartitionedRead {
             }));
         }
         if matches!(self.tracking, TrackingRead::Idle(_)) {
-            let TrackingRead::Idle(mut reader) =
+            let TrackingRead::Idle(reader) =
                 std::mem::replace(&mut self.tracking, TrackingRead::Running)
             else {
                 return;
             };
-            self.fetches.push(Box::pin(async move {
-                let result = reader.next_page().await.map(Box::new);
-                Done::Tracking { reader, result }
-            }));
+            self.fetches
+                .push(Box::pin(TrackingTask::spawn(reader).next()));
         }
     }
 
