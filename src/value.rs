@@ -227,6 +227,16 @@ impl Record {
         &self.id
     }
 
+    /// The column list the record's slots refer to.
+    pub(crate) fn columns(&self) -> &Arc<Columns> {
+        &self.columns
+    }
+
+    /// The field at `slot` of the record's column list.
+    pub(crate) fn field_at(&self, slot: usize) -> Option<&Field> {
+        self.fields.get(slot)?.as_ref()
+    }
+
     /// The field with logical name `name`.
     pub fn get(&self, name: &str) -> Option<&Field> {
         let slot = self.columns.slot(name)?;

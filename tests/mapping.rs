@@ -1499,3 +1499,30 @@ fn an_attribute_type_displays_as_dataverse_names_it() {
         "Exotic"
     );
 }
+
+/// A mapping looks its columns up once per column list; records of different lists, and a
+/// record given a column after its list was looked up, still convert from their own fields.
+#[tokio::test]
+async fn records_of_different_column_lists_convert_from_their_own_fields() {
+    let mapping = valid(json!({ "source": "emailaddress1", "target": "Email" }));
+    let text = |s: &str| Field::new(Value::String(s.to_owned()));
+    let mut first = Record::new("a");
+    first.insert("contactid", text("id-a"));
+    first.insert("emailaddress1", text("a@example.com"));
+    let mut second = Record::new("b");
+    second.insert("emailaddress1", text("b@example.com"));
+    second.insert("contactid", text("id-b"));
+    let mut grown = first.clone();
+    grown.insert("fullname", text("Grown"));
+    grown.insert("emailaddress1", text("grown@example.com"));
+    for (record, id, email) in [
+        (&first, "id-a", "a@example.com"),
+        (&second, "id-b", "b@example.com"),
+        (&first, "id-a", "a@example.com"),
+        (&grown, "id-a", "grown@example.com"),
+    ] {
+        let out = mapping.convert(record, None).await.unwrap();
+        assert_eq!(out.get("ExternalId"), Some(&TargetValue::Id(id.into())));
+        assert_eq!(out.get("Email"), Some(&TargetValue::String(email.into())));
+    }
+}

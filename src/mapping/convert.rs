@@ -2,7 +2,7 @@
 //! fields that must hold a value.
 
 use super::derived::{MultipleMatches, TargetLookup};
-use super::plan::{Requirement, SourceColumn, Step, StepSource, ValidatedMapping};
+use super::plan::{Binding, Requirement, SourceColumn, Step, StepSource, ValidatedMapping};
 use super::schema::{TargetRecord, TargetValue};
 use super::values::{self, Reason};
 use crate::error::{Error, ErrorKind};
@@ -85,12 +85,18 @@ impl ValidatedMapping {
         record: &Record,
         lookup: Option<&dyn TargetLookup>,
     ) -> Result<TargetRecord, RecordFailure> {
+        let binding = self.binding(record);
         let mut converted = TargetRecord::with_capacity(self.steps.len());
         for step in &self.steps {
-            let value = StepRun { step, record }.value(lookup).await?;
+            let run = StepRun {
+                step,
+                record,
+                binding: &binding,
+            };
+            let value = run.value(lookup).await?;
             converted.push(step.target.clone(), value);
         }
-        self.check_requirements(record, &converted)?;
+        self.check_requirements(record, &binding, &converted)?;
         Ok(converted)
     }
 
@@ -98,12 +104,18 @@ impl ValidatedMapping {
     fn check_requirements(
         &self,
         record: &Record,
+        binding: &Binding,
         converted: &TargetRecord,
     ) -> Result<(), RecordFailure> {
         let values = converted.values();
         for (step, value) in self.steps.iter().zip(values) {
             if let (Some(requirement), true) = (step.requirement, value.is_null()) {
-                return Err(StepRun { step, record }.unfilled(requirement));
+                let run = StepRun {
+                    step,
+                    record,
+                    binding,
+                };
+                return Err(run.unfilled(requirement));
             }
         }
         Ok(())
@@ -128,6 +140,7 @@ impl ValidatedMapping {
 struct StepRun<'a> {
     step: &'a Step,
     record: &'a Record,
+    binding: &'a Binding,
 }
 
 impl StepRun<'_> {
@@ -150,7 +163,7 @@ impl StepRun<'_> {
 
     /// The column's value converted to the step's field; null when absent or null.
     fn column(&self, column: &SourceColumn) -> Result<TargetValue, RecordFailure> {
-        match self.record.get(&column.name) {
+        match self.binding.field(self.record, column) {
             Some(field) if !field.value.is_null() => {
                 values::convert_column(column, field, &self.step.field)
                     .map_err(|reason| self.conversion(Some(column), reason))
@@ -208,7 +221,7 @@ impl StepRun<'_> {
         let mut values = TargetRecord::with_capacity(criteria.len());
         let mut complete = true;
         for (match_field, column) in criteria {
-            match self.record.get(&column.name).map(|f| &f.value) {
+            match self.binding.field(self.record, column).map(|f| &f.value) {
                 Some(value) if !value.is_null() => {
                     let converted = values::natural(column, value)
                         .map_err(|reason| self.conversion(Some(column), reason))?;

@@ -8,8 +8,9 @@ use super::WriteMode;
 use super::derived::MultipleMatches;
 use super::schema::{TargetField, TargetFieldType, TargetValue};
 use crate::metadata::{AttributeMetadata, AttributeType, OptionLabel};
-use std::collections::HashSet;
-use std::sync::Arc;
+use crate::value::{Columns, Field, Record};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// What a source column is, for conversion.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +102,8 @@ pub(super) fn compatible_targets(kind: SourceKind, read: Read) -> &'static [Targ
 #[derive(Debug, Clone)]
 pub(super) struct SourceColumn {
     pub(super) name: String,
+    /// The column's position among the plan's distinct columns (set by [`ValidatedMapping::new`]).
+    pub(super) index: usize,
     pub(super) kind: SourceKind,
     pub(super) read: Read,
     pub(super) options: Vec<OptionLabel>,
@@ -112,6 +115,7 @@ impl SourceColumn {
     pub(super) fn new(attribute: &AttributeMetadata, kind: SourceKind, read: Read) -> Self {
         Self {
             name: attribute.logical_name().to_owned(),
+            index: 0,
             kind,
             read,
             options: attribute.options().to_vec(),
@@ -173,7 +177,7 @@ pub(super) struct Step {
 }
 
 /// A mapping set that passed every check, ready to convert records.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ValidatedMapping {
     pub(super) object: String,
     pub(super) mode: WriteMode,
@@ -182,27 +186,87 @@ pub struct ValidatedMapping {
     /// record.
     pub(super) identifier_steps: Vec<usize>,
     pub(super) steps: Vec<Step>,
+    /// The distinct columns the steps read, each at its [`SourceColumn::index`].
+    columns: Vec<String>,
+    /// Where the columns sit in the records of the last column list seen: the records of a
+    /// page share one list, so a page looks its columns up once.
+    binding: Mutex<Option<Arc<Binding>>>,
+}
+
+impl Clone for ValidatedMapping {
+    fn clone(&self) -> Self {
+        Self {
+            object: self.object.clone(),
+            mode: self.mode,
+            identifiers: self.identifiers.clone(),
+            identifier_steps: self.identifier_steps.clone(),
+            steps: self.steps.clone(),
+            columns: self.columns.clone(),
+            binding: Mutex::new(None),
+        }
+    }
+}
+
+/// The slots of a plan's columns in one column list of records.
+#[derive(Debug)]
+pub(super) struct Binding {
+    /// The list, kept so that it is not mistaken for a later one at the same address.
+    list: Arc<Columns>,
+    /// Its length when bound: a name added later gets a slot of its own.
+    len: usize,
+    /// By [`SourceColumn::index`]: the column's slot, `None` when the list lacks it.
+    slots: Vec<Option<usize>>,
+}
+
+impl Binding {
+    fn fits(&self, list: &Arc<Columns>) -> bool {
+        Arc::ptr_eq(&self.list, list) && self.len == list.len()
+    }
+
+    /// The field of `column` in `record`, a record of the bound list.
+    pub(super) fn field<'r>(&self, record: &'r Record, column: &SourceColumn) -> Option<&'r Field> {
+        record.field_at(self.slots[column.index]?)
+    }
 }
 
 impl ValidatedMapping {
-    /// The plan of `steps`, whose positions the identifiers are looked up in once.
+    /// The plan of `steps`, whose columns are numbered and identifiers located once.
     pub(super) fn new(
         object: String,
         mode: WriteMode,
         identifiers: Vec<String>,
-        steps: Vec<Step>,
+        mut steps: Vec<Step>,
     ) -> Self {
         let identifier_steps = identifiers
             .iter()
             .filter_map(|name| steps.iter().position(|s| *s.target == **name))
             .collect();
+        let columns = number_columns(&mut steps);
         Self {
             object,
             mode,
             identifiers,
             identifier_steps,
             steps,
+            columns,
+            binding: Mutex::new(None),
         }
+    }
+
+    /// Where this plan's columns sit in `record`'s column list.
+    pub(super) fn binding(&self, record: &Record) -> Arc<Binding> {
+        let mut cached = self.binding.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(binding) = cached.as_ref().filter(|b| b.fits(record.columns())) {
+            return Arc::clone(binding);
+        }
+        let list = Arc::clone(record.columns());
+        let binding = Arc::new(Binding {
+            len: list.len(),
+            slots: self.columns.iter().map(|name| list.slot(name)).collect(),
+            list,
+        });
+        *cached = Some(Arc::clone(&binding));
+        binding
     }
 
     /// The target object's name.
@@ -224,11 +288,7 @@ impl ValidatedMapping {
     /// logical name (`parentcustomerid`), not as `_parentcustomerid_value`. The primary id is
     /// included only when mapped (Dataverse returns it anyway).
     pub fn source_columns(&self) -> Vec<String> {
-        let mut seen = HashSet::new();
-        self.read_columns()
-            .filter(|column| seen.insert(column.name.as_str()))
-            .map(|column| column.name.clone())
-            .collect()
+        self.columns.clone()
     }
 
     /// Whether a mapping reads labels, so the request must ask for
@@ -245,13 +305,40 @@ impl ValidatedMapping {
 
     /// Every column a step reads, derived lookups' match columns included, in mapping order.
     fn read_columns(&self) -> impl Iterator<Item = &SourceColumn> {
-        self.steps.iter().flat_map(|step| {
-            let (own, criteria) = match &step.source {
-                StepSource::Column(column) => (Some(column), &[][..]),
-                StepSource::Derived { criteria, .. } => (None, criteria.as_slice()),
-                StepSource::Constant(_) => (None, &[][..]),
-            };
-            own.into_iter().chain(criteria.iter().map(|(_, c)| c))
-        })
+        self.steps.iter().flat_map(Step::columns)
     }
+}
+
+impl Step {
+    /// The columns the step reads: its own, or its derived lookup's match columns.
+    fn columns(&self) -> impl Iterator<Item = &SourceColumn> {
+        let (own, criteria) = match &self.source {
+            StepSource::Column(column) => (Some(column), &[][..]),
+            StepSource::Derived { criteria, .. } => (None, criteria.as_slice()),
+            StepSource::Constant(_) => (None, &[][..]),
+        };
+        own.into_iter().chain(criteria.iter().map(|(_, c)| c))
+    }
+
+    fn columns_mut(&mut self) -> impl Iterator<Item = &mut SourceColumn> {
+        let (own, criteria) = match &mut self.source {
+            StepSource::Column(column) => (Some(column), &mut [][..]),
+            StepSource::Derived { criteria, .. } => (None, criteria.as_mut_slice()),
+            StepSource::Constant(_) => (None, &mut [][..]),
+        };
+        own.into_iter().chain(criteria.iter_mut().map(|(_, c)| c))
+    }
+}
+
+/// Numbers the distinct columns `steps` read, in mapping order, and returns their names.
+fn number_columns(steps: &mut [Step]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    let mut indices: HashMap<String, usize> = HashMap::new();
+    for column in steps.iter_mut().flat_map(Step::columns_mut) {
+        column.index = *indices.entry(column.name.clone()).or_insert_with(|| {
+            names.push(column.name.clone());
+            names.len() - 1
+        });
+    }
+    names
 }
