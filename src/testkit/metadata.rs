@@ -356,7 +356,8 @@ fn entity_list(state: &State, base: &str, select: Option<&str>) -> Result<Reply,
         .unwrap_or_default();
     let body = reply::collection(
         &format!("{base}$metadata#EntityDefinitions{columns}"),
-        &items,
+        items.iter(),
+        Obj::write,
         &[],
     );
     Ok(Reply::ok(body))
@@ -542,7 +543,12 @@ fn attributes(
         def.logical_name,
         columns.join(",")
     );
-    Ok(Reply::ok(reply::collection(&context, &items, &[])))
+    Ok(Reply::ok(reply::collection(
+        &context,
+        items.iter(),
+        Obj::write,
+        &[],
+    )))
 }
 
 fn label(text: &str) -> Json {
