@@ -430,23 +430,18 @@ fn sorted<'a>(
     orderby: &[(String, bool)],
     needed: Option<usize>,
 ) -> Vec<&'a Row> {
-    let mut keyed: Vec<(Vec<SortKey>, &Row)> = rows
-        .into_iter()
-        .map(|row| {
-            let keys = orderby
+    // The keys of row `i` are `keys[i * width..][..width]`: one allocation for all of them.
+    let width = orderby.len();
+    let keys: Vec<SortKey> = rows
+        .iter()
+        .flat_map(|row| {
+            orderby
                 .iter()
-                .map(|(property, _)| {
-                    if *property == def.primary_id {
-                        return SortKey::Guid(row.key);
-                    }
-                    let attr = def.property(property).expect("validated");
-                    filter::sort_key(row.fields.get(property).unwrap_or(&Json::Null), attr)
-                })
-                .collect();
-            (keys, row)
+                .map(|(property, _)| row_sort_key(def, row, property))
         })
         .collect();
-    let order = |(x, a): &(Vec<SortKey>, &Row), (y, b): &(Vec<SortKey>, &Row)| {
+    let order = |a: &usize, b: &usize| {
+        let (x, y) = (&keys[a * width..][..width], &keys[b * width..][..width]);
         let by_keys = x
             .iter()
             .zip(y)
@@ -457,14 +452,24 @@ fn sorted<'a>(
             });
         by_keys
             .fold(Ordering::Equal, Ordering::then)
-            .then(a.seq.cmp(&b.seq))
+            .then(rows[*a].seq.cmp(&rows[*b].seq))
     };
-    if let Some(needed) = needed.filter(|n| *n > 0 && *n < keyed.len()) {
-        keyed.select_nth_unstable_by(needed - 1, order);
-        keyed.truncate(needed);
+    let mut positions: Vec<usize> = (0..rows.len()).collect();
+    if let Some(needed) = needed.filter(|n| *n > 0 && *n < positions.len()) {
+        positions.select_nth_unstable_by(needed - 1, order);
+        positions.truncate(needed);
     }
-    keyed.sort_by(order);
-    keyed.into_iter().map(|(_, row)| row).collect()
+    positions.sort_by(order);
+    positions.into_iter().map(|i| rows[i]).collect()
+}
+
+/// What `row` sorts by for `property`.
+fn row_sort_key(def: &EntityDef, row: &Row, property: &str) -> SortKey {
+    if property == def.primary_id {
+        return SortKey::Guid(row.key);
+    }
+    let attr = def.property(property).expect("validated");
+    filter::sort_key(row.fields.get(property).unwrap_or(&Json::Null), attr)
 }
 
 fn with_applied(reply: Reply, prefs: &Prefs, tracking: bool) -> Reply {

@@ -187,35 +187,48 @@ fn looked_up_name<'s>(state: &'s State, attr: &AttributeDef, id: &str) -> Option
     })
 }
 
-/// `6/12/2024 2:13 PM` for `2024-06-12T14:13:25Z`; `6/12/2024` for a date-only `2024-06-12`.
+/// `6/12/2024 2:13 PM` for `2024-06-12T14:13:25Z`; `6/12/2024` for a date-only `2024-06-12`
+/// (chrono's `%-m/%-d/%Y %-I:%M %p`, written by hand: chrono's formatting is slow).
 fn date_time(text: &str, date_only: bool) -> Option<String> {
+    let mut out = String::with_capacity(20);
     if date_only {
         let date = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()?;
-        return Some(format!(
-            "{}/{}/{}",
-            date.month(),
-            date.day(),
-            year(date.year())
-        ));
+        push_date(&mut out, date);
+        return Some(out);
     }
     let at = chrono::DateTime::parse_from_rfc3339(text).ok()?;
+    push_date(&mut out, at.date_naive());
     let (pm, hour) = at.hour12();
-    Some(format!(
-        "{}/{}/{} {hour}:{:02} {}",
-        at.month(),
-        at.day(),
-        year(at.year()),
-        at.minute(),
-        if pm { "PM" } else { "AM" }
-    ))
+    out.push(' ');
+    push_digits(&mut out, hour, 1);
+    out.push(':');
+    push_digits(&mut out, at.minute(), 2);
+    out.push_str(if pm { " PM" } else { " AM" });
+    Some(out)
 }
 
-/// A year as chrono's `%Y` writes it: four digits, signed outside `0..=9999`.
-fn year(year: i32) -> String {
-    if (0..10_000).contains(&year) {
-        format!("{year:04}")
-    } else {
-        format!("{year:+05}")
+/// `6/12/2024`; years outside `0..=9999` signed, as chrono's `%Y` writes them.
+fn push_date(out: &mut String, date: chrono::NaiveDate) {
+    push_digits(out, date.month(), 1);
+    out.push('/');
+    push_digits(out, date.day(), 1);
+    out.push('/');
+    match u32::try_from(date.year()) {
+        Ok(year) if year < 10_000 => push_digits(out, year, 4),
+        _ => write!(out, "{:+05}", date.year()).expect("writing to a String cannot fail"),
+    }
+}
+
+/// Appends `n` in decimal, with leading zeros up to `width` digits.
+fn push_digits(out: &mut String, n: u32, width: usize) {
+    let digits = n.checked_ilog10().map_or(1, |log| log as usize + 1);
+    for _ in digits..width {
+        out.push('0');
+    }
+    let mut divisor = 10u32.pow(digits as u32 - 1);
+    while divisor > 0 {
+        out.push(char::from(b'0' + (n / divisor % 10) as u8));
+        divisor /= 10;
     }
 }
 
