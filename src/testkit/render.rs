@@ -2,7 +2,7 @@
 //! properties in order (annotations first when asked for), and formatted values (en-US, UTC).
 
 use super::prefer::{FORMATTED, LOOKUP_NAME, NAV_PROPERTY, Prefs};
-use super::reply::{push_json, push_json_str, push_key};
+use super::reply::{push_decimal, push_json, push_json_str, push_key};
 use super::state::{AttributeDef, EntityDef, Row, State};
 use crate::metadata::AttributeType;
 use chrono::{Datelike as _, Timelike as _};
@@ -72,8 +72,9 @@ impl<'a> RowWriter<'a> {
 
     /// The etag and the properties of `row`, without the braces around them.
     pub(crate) fn write_properties(&self, row: &Row, out: &mut String) {
-        write!(out, "\"@odata.etag\":\"W/\\\"{}\\\"\"", row.version)
-            .expect("writing to a String cannot fail");
+        out.push_str("\"@odata.etag\":\"W/\\\"");
+        push_decimal(out, row.version);
+        out.push_str("\\\"\"");
         for column in &self.columns {
             let value = row.fields.get(column.property).unwrap_or(&Json::Null);
             if !value.is_null() {
@@ -222,14 +223,8 @@ fn push_date(out: &mut String, date: chrono::NaiveDate) {
 /// Appends `n` in decimal, with leading zeros up to `width` digits.
 fn push_digits(out: &mut String, n: u32, width: usize) {
     let digits = n.checked_ilog10().map_or(1, |log| log as usize + 1);
-    for _ in digits..width {
-        out.push('0');
-    }
-    let mut divisor = 10u32.pow(digits as u32 - 1);
-    while divisor > 0 {
-        out.push(char::from(b'0' + (n / divisor % 10) as u8));
-        divisor /= 10;
-    }
+    out.extend(std::iter::repeat_n('0', width.saturating_sub(digits)));
+    push_decimal(out, u64::from(n));
 }
 
 /// A number's text: the literal kept for numeric columns, or the JSON number.

@@ -155,40 +155,62 @@ pub(crate) fn push_json(out: &mut String, value: &Json) {
     match value {
         Json::String(text) => push_json_str(out, text),
         Json::Null => out.push_str("null"),
-        other => {
-            write!(out, "{other}").expect("writing to a String cannot fail");
+        other => match other.as_u64() {
+            Some(n) => push_decimal(out, n),
+            None => write!(out, "{other}").expect("writing to a String cannot fail"),
+        },
+    }
+}
+
+/// Appends `n` in decimal (without `fmt`'s machinery, which shows in a page of 5000 rows).
+pub(crate) fn push_decimal(out: &mut String, n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
         }
     }
+    out.extend(digits[at..].iter().map(|&d| char::from(d)));
 }
 
 /// Appends `text` as a JSON string, escaped exactly as `serde_json` escapes it: `"`, `\` and
 /// control characters, nothing else.
 pub(crate) fn push_json_str(out: &mut String, text: &str) {
+    let needs_escape = |b: u8| b < 0x20 || b == b'"' || b == b'\\';
     out.push('"');
-    let mut plain_from = 0;
-    for (i, byte) in text.bytes().enumerate() {
-        let escape = match byte {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0x08 => "\\b",
-            0x0c => "\\f",
-            0x00..=0x1f => "",
-            _ => continue,
-        };
-        // An ASCII byte always ends a character: the slices below are whole characters.
-        out.push_str(&text[plain_from..i]);
-        if escape.is_empty() {
-            write!(out, "\\u{byte:04x}").expect("writing to a String cannot fail");
-        } else {
-            out.push_str(escape);
-        }
-        plain_from = i + 1;
+    let mut rest = text;
+    while let Some(at) = rest.bytes().position(needs_escape) {
+        // An ASCII byte always ends a character: the slices are whole characters.
+        out.push_str(&rest[..at]);
+        push_escape(out, rest.as_bytes()[at]);
+        rest = &rest[at + 1..];
     }
-    out.push_str(&text[plain_from..]);
+    out.push_str(rest);
     out.push('"');
+}
+
+/// Appends the JSON escape of `byte` (a quote, a backslash or a control character).
+fn push_escape(out: &mut String, byte: u8) {
+    let short = match byte {
+        b'"' => "\\\"",
+        b'\\' => "\\\\",
+        b'\n' => "\\n",
+        b'\r' => "\\r",
+        b'\t' => "\\t",
+        0x08 => "\\b",
+        0x0c => "\\f",
+        _ => "",
+    };
+    if short.is_empty() {
+        write!(out, "\\u{byte:04x}").expect("writing to a String cannot fail");
+    } else {
+        out.push_str(short);
+    }
 }
 
 /// Percent-encodes everything but ASCII letters and digits, in lowercase hex
@@ -257,7 +279,7 @@ mod tests {
 
     #[test]
     fn values_are_written_as_serde_json_writes_them() {
-        let value = serde_json::json!([null, true, -12, 1.5e300, "x\ny", {"k": [1]}]);
+        let value = serde_json::json!([null, true, -12, 0, 18446744073709551615u64, 1.5e300, "x\ny", {"k": [1]}]);
         for item in value.as_array().unwrap().iter().chain([&value]) {
             let mut out = String::new();
             push_json(&mut out, item);
