@@ -1,8 +1,7 @@
 //! Entity and attribute metadata, as `EntityDefinitions` describes it.
 //!
-//! [`EntityMetadata::from_dataverse_json`] and [`AttributeMetadata::list_from_dataverse_json`]
-//! read the Web API's own (PascalCase) metadata documents; the types' serde form is this
-//! crate's snake_case form, for hosts that cache metadata.
+//! [`EntityMetadata::fetch`] reads the Web API's own (PascalCase) metadata documents; the
+//! types' serde form is this crate's snake_case form, for hosts that cache metadata.
 
 use crate::client::DataverseClient;
 use crate::error::{Error, Result};
@@ -333,21 +332,6 @@ impl EntityMetadata {
             .await?;
         Ok(dataverse::syncable(raw.value))
     }
-
-    /// Parses an `EntityDefinitions(LogicalName='...')` response: the table's own properties,
-    /// its `Attributes` when expanded, and its `OneToManyRelationships` /
-    /// `ManyToOneRelationships` when expanded.
-    ///
-    /// Attribute types come from `AttributeType` (refined by `AttributeTypeName`) or, when
-    /// absent, from the `@odata.type` cast. Missing `IsValidForRead` counts as readable; a
-    /// missing `ChangeTrackingEnabled` as disabled.
-    pub fn from_dataverse_json(json: &str) -> Result<Self> {
-        let raw: dataverse::Entity = serde_json::from_str(json).map_err(|e| {
-            Error::decode("the entity definition is not valid EntityDefinitions JSON")
-                .with_source(e)
-        })?;
-        raw.into_metadata()
-    }
 }
 
 /// What the connector knows of one column.
@@ -454,26 +438,6 @@ impl AttributeMetadata {
         self.options = options;
         self
     }
-
-    /// Parses an attribute collection (`{"value":[...]}`), such as
-    /// `EntityDefinitions(LogicalName='mailbox')/Attributes` or one of its casts
-    /// (`.../Attributes/Microsoft.Dynamics.CRM.LookupAttributeMetadata?$select=LogicalName,Targets`).
-    ///
-    /// Each entry's type comes from `AttributeType` (refined by `AttributeTypeName`) or, when
-    /// absent, from its `@odata.type` cast; an entry with neither has type
-    /// `AttributeType::Other("Unknown")`.
-    pub fn list_from_dataverse_json(json: &str) -> Result<Vec<Self>> {
-        let raw: dataverse::Collection<dataverse::Attribute> =
-            serde_json::from_str(json).map_err(|e| {
-                Error::decode("the attribute list is not valid EntityDefinitions Attributes JSON")
-                    .with_source(e)
-            })?;
-        Ok(raw
-            .value
-            .into_iter()
-            .map(dataverse::Attribute::into_metadata)
-            .collect())
-    }
 }
 
 /// One option of a choice, state or status column.
@@ -571,17 +535,42 @@ pub struct EntitySummary {
     pub change_tracking_enabled: bool,
 }
 
-impl EntitySummary {
-    /// Parses an `EntityDefinitions?$select=LogicalName,EntitySetName,IsPrivate,TableType,ChangeTrackingEnabled`
-    /// collection and keeps the syncable tables: those not private (`IsPrivate`), not virtual
-    /// (`TableType` `Virtual`) and with an `EntitySetName`.
-    pub fn list_from_dataverse_json(json: &str) -> Result<Vec<Self>> {
-        let raw: dataverse::Collection<dataverse::EntityListEntry> = serde_json::from_str(json)
-            .map_err(|e| {
-                Error::decode("the table list is not valid EntityDefinitions JSON").with_source(e)
-            })?;
-        Ok(dataverse::syncable(raw.value))
-    }
+/// Parses an `EntityDefinitions(LogicalName='...')` response: the table's own properties,
+/// its `Attributes` when expanded, and its `OneToManyRelationships` /
+/// `ManyToOneRelationships` when expanded. For tests of metadata documents recorded from a
+/// real environment; [`EntityMetadata::fetch`] reads them from a live one.
+///
+/// Attribute types come from `AttributeType` (refined by `AttributeTypeName`) or, when
+/// absent, from the `@odata.type` cast. Missing `IsValidForRead` counts as readable; a
+/// missing `ChangeTrackingEnabled` as disabled.
+#[cfg(feature = "testkit")]
+pub fn entity_metadata_from_dataverse_json(json: &str) -> Result<EntityMetadata> {
+    let raw: dataverse::Entity = serde_json::from_str(json).map_err(|e| {
+        Error::decode("the entity definition is not valid EntityDefinitions JSON").with_source(e)
+    })?;
+    raw.into_metadata()
+}
+
+/// Parses an attribute collection (`{"value":[...]}`), such as
+/// `EntityDefinitions(LogicalName='mailbox')/Attributes` or one of its casts
+/// (`.../Attributes/Microsoft.Dynamics.CRM.LookupAttributeMetadata?$select=LogicalName,Targets`).
+/// For tests of metadata documents recorded from a real environment.
+///
+/// Each entry's type comes from `AttributeType` (refined by `AttributeTypeName`) or, when
+/// absent, from its `@odata.type` cast; an entry with neither has type
+/// `AttributeType::Other("Unknown")`.
+#[cfg(feature = "testkit")]
+pub fn attributes_from_dataverse_json(json: &str) -> Result<Vec<AttributeMetadata>> {
+    let raw: dataverse::Collection<dataverse::Attribute> =
+        serde_json::from_str(json).map_err(|e| {
+            Error::decode("the attribute list is not valid EntityDefinitions Attributes JSON")
+                .with_source(e)
+        })?;
+    Ok(raw
+        .value
+        .into_iter()
+        .map(dataverse::Attribute::into_metadata)
+        .collect())
 }
 
 /// Checks that `name` can be put in an `EntityDefinitions(LogicalName='...')` URL.

@@ -6,20 +6,22 @@
 //! writer) and, with the `sqlite` or `postgres` feature, `SqlSink` (typed tables, with the
 //! checkpoint committed in the same transaction as each batch).
 
+mod json_lines;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql;
+
+pub use json_lines::JsonLinesSink;
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use sql::SqlSink;
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::Result;
 use crate::mapping::{TargetRecord, TargetSchema};
 use crate::source::Checkpoint;
 use async_trait::async_trait;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::io::Write;
 use std::sync::{Mutex, PoisonError};
 
 /// One write a job asks of the sink.
@@ -322,117 +324,6 @@ impl RecordSink for MemorySink {
     }
 }
 
-/// A sink that writes each operation as one JSON line to a writer:
-/// `{"op":"upsert","object":"Company","key":{...},"record":{...}}`,
-/// `{"op":"delete","object":"Company","key":{...}}`.
-///
-/// A batch is serialized whole first and handed to the writer in one `write_all`, so a batch
-/// that cannot be serialized writes nothing, and the writer only ever receives whole lines.
-pub struct JsonLinesSink<W> {
-    writer: Mutex<W>,
-    destination: String,
-}
-
-impl<W: Write + Send> JsonLinesSink<W> {
-    /// Writes to `writer` (wrap files in a `BufWriter`).
-    pub fn new(writer: W) -> Self {
-        Self {
-            writer: Mutex::new(writer),
-            destination: "its writer".to_owned(),
-        }
-    }
-
-    /// Names what the writer writes to (a file's path, say), for error messages.
-    #[must_use]
-    pub fn with_destination(mut self, destination: impl Into<String>) -> Self {
-        self.destination = destination.into();
-        self
-    }
-
-    /// The writer back.
-    pub fn into_inner(self) -> W {
-        self.writer
-            .into_inner()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-impl<W> fmt::Debug for JsonLinesSink<W> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JsonLinesSink")
-            .field("destination", &self.destination)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<W> JsonLinesSink<W> {
-    /// An error naming the destination and the operating system's reason.
-    fn error(&self, error: impl std::error::Error + Send + Sync + 'static) -> Error {
-        Error::new(
-            ErrorKind::Sink,
-            format!(
-                "the JSON Lines sink could not write to {}: {error}",
-                self.destination
-            ),
-        )
-        .with_source(error)
-    }
-}
-
-/// One JSON line: `op`, `object`, then the operation's `key` and `record`.
-struct Line<'a> {
-    object: &'a str,
-    operation: &'a Operation,
-}
-
-impl Serialize for Line<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let (op, key, record) = match self.operation {
-            Operation::Insert { record } => ("insert", None, Some(record)),
-            Operation::Update { key, record } => ("update", Some(key), Some(record)),
-            Operation::Upsert { key, record } => ("upsert", Some(key), Some(record)),
-            Operation::Delete { key } => ("delete", Some(key), None),
-        };
-        let mut map = serializer.serialize_map(None)?;
-        map.serialize_entry("op", op)?;
-        map.serialize_entry("object", self.object)?;
-        if let Some(key) = key {
-            map.serialize_entry("key", key)?;
-        }
-        if let Some(record) = record {
-            map.serialize_entry("record", record)?;
-        }
-        map.end()
-    }
-}
-
-#[async_trait]
-impl<W: Write + Send> RecordSink for JsonLinesSink<W> {
-    async fn write(&self, object: &str, operations: &[Operation]) -> Result<Vec<WriteResult>> {
-        let mut lines = Vec::new();
-        for operation in operations {
-            serde_json::to_writer(&mut lines, &Line { object, operation })
-                .map_err(|e| self.error(e))?;
-            lines.push(b'\n');
-        }
-        self.writer
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .write_all(&lines)
-            .map_err(|e| self.error(e))?;
-        Ok(vec![Ok(()); operations.len()])
-    }
-
-    async fn flush(&self) -> Result<()> {
-        self.writer
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .flush()
-            .map_err(|e| self.error(e))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -444,35 +335,6 @@ mod tests {
         let mut record = key.clone();
         record.insert("Name", TargetValue::String(name.to_owned()));
         (key, record)
-    }
-
-    #[tokio::test]
-    async fn json_lines_hold_one_operation_each() {
-        let sink = JsonLinesSink::new(Vec::new());
-        let (key, record) = record("a1", "Contoso");
-        let results = sink
-            .write(
-                "Company",
-                &[
-                    Operation::Upsert {
-                        key: key.clone(),
-                        record,
-                    },
-                    Operation::Delete { key },
-                ],
-            )
-            .await
-            .unwrap();
-        assert_eq!(results, vec![Ok(()), Ok(())]);
-        let text = String::from_utf8(sink.into_inner()).unwrap();
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(
-            lines,
-            [
-                r#"{"op":"upsert","object":"Company","key":{"ExternalId":"a1"},"record":{"ExternalId":"a1","Name":"Contoso"}}"#,
-                r#"{"op":"delete","object":"Company","key":{"ExternalId":"a1"}}"#,
-            ]
-        );
     }
 
     #[tokio::test]

@@ -2,8 +2,10 @@
 
 use crate::error::{Error, Result};
 use serde::{Serialize, Serializer};
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
 
 /// A JSON number kept exactly as Dataverse sent it (`922337203685477.5807`, `1.000000000000`).
 ///
@@ -172,11 +174,16 @@ impl Field {
 ///
 /// Lookup columns are keyed by their logical name (`parentcustomerid`), not by the Web API's
 /// `_parentcustomerid_value` property.
-#[derive(Clone, Debug, PartialEq, Default)]
+///
+/// The records of one page share their list of column names: each record holds its fields by
+/// slot, so decoding a row allocates no names.
+#[derive(Clone, Default)]
 pub struct Record {
     id: String,
     etag: Option<String>,
-    fields: BTreeMap<String, Field>,
+    columns: Arc<Columns>,
+    /// By slot of `columns`; shorter than `columns` when the last slots are empty.
+    fields: Vec<Option<Field>>,
 }
 
 impl Record {
@@ -184,8 +191,23 @@ impl Record {
     pub fn new(id: impl Into<String>) -> Self {
         Self {
             id: id.into(),
-            etag: None,
-            fields: BTreeMap::new(),
+            ..Self::default()
+        }
+    }
+
+    /// A record whose fields are given by slot of `columns`.
+    pub(crate) fn from_slots(
+        id: String,
+        etag: Option<String>,
+        columns: Arc<Columns>,
+        fields: Vec<Option<Field>>,
+    ) -> Self {
+        debug_assert!(fields.len() <= columns.len());
+        Self {
+            id,
+            etag,
+            columns,
+            fields,
         }
     }
 
@@ -207,19 +229,131 @@ impl Record {
 
     /// The field with logical name `name`.
     pub fn get(&self, name: &str) -> Option<&Field> {
-        self.fields.get(name)
+        let slot = self.columns.slot(name)?;
+        self.fields.get(slot)?.as_ref()
     }
 
     /// Sets the field `name`.
+    ///
+    /// A name the record's column list lacks is added to the record's own copy of the list.
     pub fn insert(&mut self, name: impl Into<String>, field: Field) {
-        self.fields.insert(name.into(), field);
+        let name = name.into();
+        let slot = match self.columns.slot(&name) {
+            Some(slot) => slot,
+            None => Arc::make_mut(&mut self.columns).add(name.into()),
+        };
+        if slot >= self.fields.len() {
+            self.fields.resize_with(slot + 1, || None);
+        }
+        self.fields[slot] = Some(field);
     }
 
     /// Every field, ordered by name.
     pub fn fields(&self) -> impl Iterator<Item = (&str, &Field)> {
-        self.fields
+        self.columns
+            .by_name()
+            .filter_map(|(slot, name)| Some((name, self.fields.get(slot)?.as_ref()?)))
+    }
+}
+
+impl PartialEq for Record {
+    /// Records are equal when their ids, etags and fields are, whatever their column lists.
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id && self.etag == other.etag && self.fields().eq(other.fields())
+    }
+}
+
+impl fmt::Debug for Record {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        struct Fields<'a>(&'a Record);
+        impl fmt::Debug for Fields<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_map().entries(self.0.fields()).finish()
+            }
+        }
+        f.debug_struct("Record")
+            .field("id", &self.id)
+            .field("etag", &self.etag)
+            .field("fields", &Fields(self))
+            .finish()
+    }
+}
+
+/// Column names, each at a slot that never changes: records decoded together share one list.
+///
+/// Slots are numbered in the order names are added, so a record made while the list was
+/// shorter stays valid. `slots` finds a name's slot in O(1); `by_name` holds the slots sorted
+/// by name, for iteration in name order.
+#[derive(Clone, Default, Debug)]
+pub(crate) struct Columns {
+    names: Vec<Arc<str>>,
+    slots: NameMap<Arc<str>, usize>,
+    by_name: Vec<usize>,
+}
+
+impl Columns {
+    /// How many names the list holds.
+    pub(crate) fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// The slot of `name`, if the list holds it.
+    pub(crate) fn slot(&self, name: &str) -> Option<usize> {
+        self.slots.get(name).copied()
+    }
+
+    /// The slot of `name`, adding it at the next slot when the list lacks it.
+    pub(crate) fn add(&mut self, name: Arc<str>) -> usize {
+        if let Some(slot) = self.slot(&name) {
+            return slot;
+        }
+        let slot = self.names.len();
+        let at = self
+            .by_name
+            .partition_point(|&other| *self.names[other] < *name);
+        self.by_name.insert(at, slot);
+        self.slots.insert(name.clone(), slot);
+        self.names.push(name);
+        slot
+    }
+
+    /// Every slot with its name, ordered by name.
+    pub(crate) fn by_name(&self) -> impl Iterator<Item = (usize, &str)> {
+        self.by_name
             .iter()
-            .map(|(name, field)| (name.as_str(), field))
+            .map(|&slot| (slot, self.names[slot].as_ref()))
+    }
+}
+
+/// A hash map keyed by column or property name.
+pub(crate) type NameMap<K, V> = HashMap<K, V, BuildHasherDefault<NameHasher>>;
+
+/// Hashes names a word at a time: half the cost of the standard SipHash for a 20-byte name.
+///
+/// Names come from Dataverse and from the host, not from an adversary, so collisions chosen
+/// to slow the map down are no concern.
+#[derive(Default)]
+pub(crate) struct NameHasher(u64);
+
+impl NameHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+}
+
+impl Hasher for NameHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut words = bytes.chunks_exact(8);
+        for word in &mut words {
+            self.add(u64::from_le_bytes(word.try_into().unwrap_or_default()));
+        }
+        let mut last = [0; 8];
+        last[..words.remainder().len()].copy_from_slice(words.remainder());
+        self.add(u64::from_le_bytes(last));
     }
 }
 
@@ -257,5 +391,103 @@ mod tests {
         assert_eq!(Number::parse("1.5").unwrap().as_i64(), None);
         assert!(Number::parse("1.5").unwrap().has_fraction());
         assert!(!Number::parse("2.000").unwrap().has_fraction());
+    }
+
+    fn record(id: &str, fields: &[(&str, &str)]) -> Record {
+        let mut record = Record::new(id);
+        for (name, value) in fields {
+            record.insert(*name, Field::new(Value::String((*value).to_owned())));
+        }
+        record
+    }
+
+    fn names(record: &Record) -> Vec<&str> {
+        record.fields().map(|(name, _)| name).collect()
+    }
+
+    #[test]
+    fn fields_come_in_name_order_whatever_the_order_of_insertion() {
+        let record = record("1", &[("name", "a"), ("accountid", "1"), ("revenue", "5")]);
+        assert_eq!(names(&record), ["accountid", "name", "revenue"]);
+        assert_eq!(record.get("name").unwrap().value.as_str(), Some("a"));
+        assert_eq!(record.get("missing"), None);
+    }
+
+    #[test]
+    fn inserting_a_name_again_replaces_its_field() {
+        let mut record = record("1", &[("name", "a")]);
+        record.insert("name", Field::new(Value::Null));
+        assert_eq!(names(&record), ["name"]);
+        assert!(record.get("name").unwrap().value.is_null());
+    }
+
+    fn text(value: &str) -> Option<Field> {
+        Some(Field::new(Value::String(value.to_owned())))
+    }
+
+    #[test]
+    fn records_sharing_a_column_list_keep_their_own_fields() {
+        let mut columns = Columns::default();
+        assert_eq!(columns.add("name".into()), 0);
+        assert_eq!(columns.add("city".into()), 1);
+        assert_eq!(columns.add("name".into()), 0);
+        let columns = Arc::new(columns);
+        let mut first = Record::from_slots(
+            "1".into(),
+            None,
+            columns.clone(),
+            vec![text("a"), text("b")],
+        );
+        // Fewer slots than columns: the last ones are empty.
+        let second = Record::from_slots("2".into(), None, columns.clone(), vec![text("c")]);
+        assert_eq!(second.get("city"), None);
+        assert_eq!(names(&second), ["name"]);
+
+        first.insert("zip", Field::new(Value::Null));
+        assert_eq!(names(&first), ["city", "name", "zip"]);
+        assert_eq!(second.get("zip"), None);
+        assert_eq!(columns.len(), 2, "the shared list is copied, not changed");
+    }
+
+    #[test]
+    fn equality_compares_names_and_fields_not_column_lists() {
+        let inserted = record("1", &[("name", "a"), ("city", "b")]);
+        let mut columns = Columns::default();
+        for name in ["zip", "city", "name"] {
+            columns.add(name.into());
+        }
+        let by_slot = Record::from_slots(
+            "1".into(),
+            None,
+            Arc::new(columns),
+            vec![None, text("b"), text("a")],
+        );
+        assert_eq!(inserted, by_slot);
+        assert_ne!(inserted, record("1", &[("name", "a")]));
+        assert_ne!(inserted, record("2", &[("name", "a"), ("city", "b")]));
+        let mut versioned = inserted.clone();
+        versioned.set_etag(Some("W/\"1\"".into()));
+        assert_ne!(inserted, versioned);
+    }
+
+    #[test]
+    fn debug_shows_the_fields_by_name() {
+        let record = record("1", &[("name", "a")]);
+        assert_eq!(
+            format!("{record:?}"),
+            r#"Record { id: "1", etag: None, fields: {"name": Field { value: String("a"), formatted: None, lookup_entity: None }} }"#
+        );
+    }
+
+    #[test]
+    fn a_wide_column_list_finds_every_name() {
+        let mut columns = Columns::default();
+        for i in (0..5000).rev() {
+            columns.add(format!("column{i:04}").into());
+        }
+        assert_eq!(columns.slot("column4999"), Some(0));
+        assert_eq!(columns.slot("column0000"), Some(4999));
+        assert_eq!(columns.by_name().next(), Some((4999, "column0000")));
+        assert_eq!(columns.slot("column5000"), None);
     }
 }

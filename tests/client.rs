@@ -2,9 +2,10 @@
 //! origin checks, redirects, error bodies.
 
 use async_trait::async_trait;
+use d365_connector::testkit::VirtualClock;
 use d365_connector::{
     AccessToken, Authorizer, ClientOptions, Connection, DataverseClient, ErrorKind, Result,
-    RetryPolicy, StaticTokenAuthorizer, VirtualClock,
+    RetryPolicy, StaticTokenAuthorizer,
 };
 use serde_json::{Value, json};
 use std::io::Write;
@@ -155,9 +156,7 @@ async fn a_503_storm_exhausts_the_attempts_with_a_retryable_error() {
     assert_eq!(error.kind(), ErrorKind::Service);
     assert!(error.is_retryable());
     assert_eq!(error.status(), Some(503));
-    let message = error.to_string();
-    assert!(message.contains("503"), "{message}");
-    assert!(message.contains("gave up after 4 attempts"), "{message}");
+    assert!(error.is_exhausted(), "{error}");
     assert_eq!(clock.sleeps().len(), 3);
 }
 
@@ -309,7 +308,6 @@ async fn a_redirect_is_not_followed() {
 
     assert_eq!(error.kind(), ErrorKind::Protocol);
     assert_eq!(error.status(), Some(302));
-    assert!(error.to_string().contains("redirect"), "{error}");
     assert!(elsewhere.received_requests().await.unwrap().is_empty());
 }
 
@@ -361,11 +359,9 @@ async fn an_empty_code_is_dropped_and_the_message_kept() {
     )
     .await;
     assert_eq!(error.service_code(), None);
-    assert!(
-        error
-            .to_string()
-            .contains("Could not find a property named 'x'"),
-        "{error}"
+    assert_eq!(
+        error.service_message(),
+        Some("Could not find a property named 'x' on type 'Microsoft.Dynamics.CRM.account'.")
     );
 }
 
@@ -514,10 +510,7 @@ async fn a_connection_closed_without_an_answer_is_retried_as_a_transport_error()
 
     assert_eq!(error.kind(), ErrorKind::Transport);
     assert!(error.is_retryable());
-    assert!(
-        error.to_string().contains("gave up after 3 attempts"),
-        "{error}"
-    );
+    assert!(error.is_exhausted(), "{error}");
     assert_eq!(accepted.load(Ordering::SeqCst), 3);
     assert_eq!(clock.sleeps().len(), 2);
 }

@@ -59,6 +59,7 @@ fn every_commercial_region_of_the_notes_is_recognised() {
         );
     }
     let error = build("https://contoso.crm99.dynamics.com").unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Config);
     assert!(error.to_string().contains("with_authority"), "{error}");
 }
 
@@ -160,6 +161,7 @@ fn http_is_accepted_on_loopback_only() {
         .with_authority("http://10.0.0.5")
         .build()
         .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Config);
     assert!(error.to_string().contains("loopback"), "{error}");
 }
 
@@ -179,6 +181,7 @@ fn other_https_hosts_need_an_explicit_authority() {
         .with_authority("http://login.example.com")
         .build()
         .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Config);
     assert!(error.to_string().contains("authority"), "{error}");
 }
 
@@ -198,6 +201,7 @@ fn settings_have_documented_defaults_and_can_be_changed() {
             .with_api_version(bad)
             .build()
             .unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Config, "{bad}");
         assert!(
             error.to_string().contains("Web API version"),
             "{bad}: {error}"

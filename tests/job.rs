@@ -3,12 +3,12 @@
 //! out-of-the-box job.
 
 use async_trait::async_trait;
-use d365_connector::testkit::{Fault, StandIn};
+use d365_connector::testkit::{Fault, StandIn, VirtualClock};
 use d365_connector::{
     CancelToken, ChainOptions, ChainOutcome, Checkpoint, ClientCredentialsAuthorizer,
     ClientOptions, ClientSecret, Connection, DataverseClient, EntraApp, ErrorKind, JobChain,
-    MappingErrors, MemorySink, Operation, ProgressFn, RecordSink, RunOptions, SyncJob,
-    SyncProgress, SyncStatus, TargetRecord, TargetValue, VirtualClock, WriteResult,
+    MappingErrors, MemorySink, Operation, ProgressFn, RecordFailureKind, RecordSink, RunOptions,
+    SyncJob, SyncProgress, SyncStatus, TargetRecord, TargetValue, ViolationKind, WriteResult,
 };
 use serde_json::{Value, json};
 use std::collections::HashSet;
@@ -338,6 +338,7 @@ async fn one_unconvertible_record_fails_alone_and_the_page_goes_on() {
     let failure = &report.failures[0];
     assert_eq!(failure.record_id, bad);
     assert_eq!(failure.field, "LastName");
+    assert_eq!(failure.kind, RecordFailureKind::Conversion);
     assert!(failure.reason.contains("60"), "{}", failure.reason);
     let total = crm.rows("contact").len();
     assert_eq!(report.counts.upserted as usize, total - 1);
@@ -532,8 +533,20 @@ async fn an_invalid_mapping_refuses_to_start_and_reads_no_record() {
     assert_eq!(error.kind(), ErrorKind::Mapping);
     let violations = MappingErrors::from_error(&error).unwrap().violations();
     assert_eq!(violations.len(), 2, "{violations:?}");
-    assert!(violations.iter().any(|v| v.message.contains("firstname")));
-    assert!(violations.iter().any(|v| v.message.contains("id")));
+    assert!(
+        violations
+            .iter()
+            .any(|v| v.kind == ViolationKind::UnknownAttribute
+                && v.source.as_deref() == Some("firstnme")),
+        "{violations:?}"
+    );
+    assert!(
+        violations
+            .iter()
+            .any(|v| v.kind == ViolationKind::LookupFieldAccess
+                && v.source.as_deref() == Some("parentcustomerid.name")),
+        "{violations:?}"
+    );
     assert!(
         crm.api_requests()
             .iter()
@@ -711,6 +724,7 @@ fn a_chain_refuses_unknown_or_later_dependencies() {
     let mut later = contacts_job(10);
     later.name = "Later".to_owned();
     let error = JobChain::new(vec![first, later]).unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Config);
     assert!(error.to_string().contains("earlier job"), "{error}");
 }
 
@@ -735,6 +749,7 @@ fn a_misspelt_job_key_is_refused_and_a_job_round_trips() {
     let mut source_typo: Value = serde_json::to_value(contacts_job(10)).unwrap();
     source_typo["source"]["incremantal"] = json!("full");
     let error = SyncJob::from_json(&source_typo.to_string()).unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Config);
     assert!(error.to_string().contains("incremantal"), "{error}");
 }
 
@@ -855,6 +870,7 @@ fn a_page_size_dataverse_cannot_serve_is_refused() {
     let mut definition = serde_json::to_value(contacts_job(10)).unwrap();
     definition["source"]["page_size"] = json!(0);
     let error = SyncJob::from_json(&definition.to_string()).unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Config);
     assert!(error.to_string().contains("1 to 5000"), "{error}");
 }
 
@@ -1106,7 +1122,7 @@ async fn insert_and_update_modes_count_what_they_did_and_a_refused_record_is_rep
     assert_eq!(refused.counts.failed, total);
     assert_eq!(refused.counts.updated, 0);
     let failure = &refused.failures[0];
-    assert_eq!(failure.kind, d365_connector::RecordFailureKind::Write);
+    assert_eq!(failure.kind, RecordFailureKind::Write);
     assert!(failure.reason.contains("use upsert"), "{}", failure.reason);
     assert!(contact_ids(&crm).contains(&failure.record_id));
     assert_eq!(
@@ -1263,7 +1279,8 @@ async fn a_chain_refused_for_a_mapping_violation_reports_a_non_retryable_mapping
     assert!(
         violations
             .iter()
-            .any(|v| v.message.contains("parentcustomerid")),
+            .any(|v| v.kind == ViolationKind::LookupFieldAccess
+                && v.source.as_deref() == Some("parentcustomerid.name")),
         "{violations:?}"
     );
     let logged = serde_json::to_value(&report).unwrap();

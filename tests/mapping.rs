@@ -3,6 +3,7 @@
 //! digits kept, and derived lookups.
 
 use async_trait::async_trait;
+use d365_connector::testkit::entity_metadata_from_dataverse_json;
 use d365_connector::{
     DerivedLookup, EntityMetadata, Error, ErrorKind, Field, FieldMapping, Literal, MappingErrors,
     MappingSet, MultipleMatches, Number, Record, RecordFailureKind, TargetField, TargetFieldType,
@@ -116,7 +117,7 @@ fn contact_metadata() -> EntityMetadata {
         "Attributes": attributes,
         "ManyToOneRelationships": [customer_relationship],
     });
-    EntityMetadata::from_dataverse_json(&definition.to_string()).unwrap()
+    entity_metadata_from_dataverse_json(&definition.to_string()).unwrap()
 }
 
 /// The public job-file shape, as a host stores it.
@@ -407,7 +408,7 @@ fn customer_lookup_refuses_every_way_to_reach_the_account_or_contact() {
 #[test]
 fn customer_rule_holds_when_the_metadata_lists_no_companions() {
     // A metadata document with the lookup only: the companion name is still recognised.
-    let metadata = EntityMetadata::from_dataverse_json(
+    let metadata = entity_metadata_from_dataverse_json(
         &json!({
             "LogicalName": "contact", "EntitySetName": "contacts", "PrimaryIdAttribute": "contactid",
             "Attributes": [

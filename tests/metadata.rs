@@ -1,9 +1,12 @@
 //! Entity metadata: the real `EntityDefinitions` fixtures parsed as they are, and the fetch
 //! requests against a wiremock stand-in.
 
+use d365_connector::testkit::{
+    attributes_from_dataverse_json, entity_metadata_from_dataverse_json,
+};
 use d365_connector::{
-    AccessToken, AttributeMetadata, AttributeType, ClientOptions, Connection, DataverseClient,
-    EntityMetadata, EntitySummary, ErrorKind, MetadataOptions, RetryPolicy, StaticTokenAuthorizer,
+    AccessToken, AttributeType, ClientOptions, Connection, DataverseClient, EntityMetadata,
+    EntitySummary, ErrorKind, MetadataOptions, RetryPolicy, StaticTokenAuthorizer,
 };
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -36,10 +39,10 @@ fn every_real_metadata_fixture_parses() {
         }
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         if json.get("value").is_some() {
-            let attributes = AttributeMetadata::list_from_dataverse_json(&text).unwrap();
+            let attributes = attributes_from_dataverse_json(&text).unwrap();
             assert!(!attributes.is_empty(), "{name}: no attributes");
         } else {
-            let entity = EntityMetadata::from_dataverse_json(&text).unwrap();
+            let entity = entity_metadata_from_dataverse_json(&text).unwrap();
             assert!(!entity.entity_set_name().is_empty(), "{name}");
         }
         parsed.push(name);
@@ -60,7 +63,7 @@ fn every_real_metadata_fixture_parses() {
 
 #[test]
 fn account_definition_has_its_real_names_and_change_tracking() {
-    let account = EntityMetadata::from_dataverse_json(&real(
+    let account = entity_metadata_from_dataverse_json(&real(
         "entitydefinition_account_with_relationships.json",
     ))
     .unwrap();
@@ -75,7 +78,7 @@ fn account_definition_has_its_real_names_and_change_tracking() {
 
 #[test]
 fn account_relationships_show_contact_parentcustomerid_referencing_account() {
-    let account = EntityMetadata::from_dataverse_json(&real(
+    let account = entity_metadata_from_dataverse_json(&real(
         "entitydefinition_account_with_relationships.json",
     ))
     .unwrap();
@@ -99,7 +102,7 @@ fn account_relationships_show_contact_parentcustomerid_referencing_account() {
 #[test]
 fn contact_definition_has_its_real_names() {
     let contact =
-        EntityMetadata::from_dataverse_json(&real("entitydefinition_contact.json")).unwrap();
+        entity_metadata_from_dataverse_json(&real("entitydefinition_contact.json")).unwrap();
     assert_eq!(contact.logical_name(), "contact");
     assert_eq!(contact.entity_set_name(), "contacts");
     assert_eq!(contact.primary_id_attribute(), "contactid");
@@ -109,10 +112,8 @@ fn contact_definition_has_its_real_names() {
 
 #[test]
 fn mailbox_attribute_types_come_from_the_odata_casts() {
-    let attributes = AttributeMetadata::list_from_dataverse_json(&real(
-        "entitydefinition_mailbox_attributes.json",
-    ))
-    .unwrap();
+    let attributes =
+        attributes_from_dataverse_json(&real("entitydefinition_mailbox_attributes.json")).unwrap();
     assert_eq!(attributes.len(), 140);
     let type_of = |name: &str| {
         attributes
@@ -173,7 +174,7 @@ fn attribute_type_name_refines_virtual_columns_and_date_behaviour_is_read() {
         {"LogicalName": "traversedpath", "AttributeType": "String", "IsValidForRead": false},
         {"LogicalName": "new_odd", "AttributeType": "SomethingNew"}
     ]});
-    let attributes = AttributeMetadata::list_from_dataverse_json(&json.to_string()).unwrap();
+    let attributes = attributes_from_dataverse_json(&json.to_string()).unwrap();
     let get = |name: &str| {
         attributes
             .iter()
@@ -207,9 +208,9 @@ fn attribute_type_name_refines_virtual_columns_and_date_behaviour_is_read() {
 
 #[test]
 fn malformed_metadata_is_a_decode_error() {
-    let error = EntityMetadata::from_dataverse_json("{\"LogicalName\": 5}").unwrap_err();
+    let error = entity_metadata_from_dataverse_json("{\"LogicalName\": 5}").unwrap_err();
     assert_eq!(error.kind(), ErrorKind::Decode);
-    let error = EntityMetadata::from_dataverse_json("{\"LogicalName\": \"x\"}").unwrap_err();
+    let error = entity_metadata_from_dataverse_json("{\"LogicalName\": \"x\"}").unwrap_err();
     assert_eq!(error.kind(), ErrorKind::Decode);
     assert!(error.to_string().contains("EntitySetName"), "{error}");
 }
@@ -291,7 +292,7 @@ fn options(values: &[(i64, &str)]) -> Value {
 }
 
 fn contact_parsed() -> EntityMetadata {
-    EntityMetadata::from_dataverse_json(&contact_definition().to_string()).unwrap()
+    entity_metadata_from_dataverse_json(&contact_definition().to_string()).unwrap()
 }
 
 fn client(server: &MockServer) -> DataverseClient {

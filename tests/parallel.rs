@@ -3,11 +3,11 @@
 //! partitions, read plans run by separate workers, `deletes: reconcile`, and `parallelism: 1`
 //! reading as before.
 
-use d365_connector::testkit::{AccountShape, StandIn};
+use d365_connector::testkit::{AccountShape, StandIn, VirtualClock};
 use d365_connector::{
     Checkpoint, ClientCredentialsAuthorizer, ClientOptions, ClientSecret, Connection,
     DataverseClient, EntityMetadata, EntitySource, EntraApp, MemorySink, MetadataOptions, Page,
-    Parallelism, ReadMode, RecordChange, RunOptions, SyncJob, SyncStatus, VirtualClock,
+    Parallelism, ReadMode, RecordChange, RunOptions, SyncJob, SyncStatus,
 };
 use futures::TryStreamExt;
 use serde_json::json;
@@ -222,12 +222,9 @@ async fn a_read_plan_runs_as_separate_workers_and_one_finishing_step() {
         all.extend(pages);
     }
     assert_each_once(&tally(&all), &table_ids(&crm));
-    assert!(
-        plan.worker(5)
-            .unwrap_err()
-            .to_string()
-            .contains("partitions 0 to 4")
-    );
+    let error = plan.worker(5).unwrap_err();
+    assert_eq!(error.kind(), d365_connector::ErrorKind::Config);
+    assert!(error.to_string().contains("partitions 0 to 4"), "{error}");
 
     let finishing =
         collect(source(&client, &metadata, ReadMode::ChangeTracking).resume_from(plan.finishing()))
@@ -423,4 +420,41 @@ async fn a_job_asks_for_the_table_count_once() {
         .filter(|r| r.path().contains("RetrieveTotalRecordCount"))
         .count();
     assert_eq!(counts, 1, "the partitioned read reuses the job's count");
+}
+
+/// The tracking read is the longest chain of requests of a first change-tracking read: its
+/// pages are asked for one after the other even while the caller is busy with a data page.
+#[tokio::test]
+async fn the_tracking_read_goes_on_while_the_caller_holds_a_page() {
+    let (crm, client, metadata) = accounts(12_000).await;
+    let mut pages = EntitySource::new(client.clone(), metadata.clone())
+        .with_columns(["name"])
+        .with_page_size(1000)
+        .with_mode(ReadMode::ChangeTracking)
+        .with_parallelism(Parallelism::Fixed(4))
+        .pages();
+    let first = pages.try_next().await.unwrap().unwrap();
+    assert!(!first.changes.is_empty());
+    let tracking_requests = || {
+        crm.api_requests()
+            .iter()
+            .filter(|r| {
+                r.header("prefer")
+                    .is_some_and(|p| p.contains("odata.track-changes"))
+            })
+            .count()
+    };
+    // 12,000 ids are three pages of 5000; the caller asks for nothing while they are read.
+    let waited = std::time::Instant::now();
+    while tracking_requests() < 3 && waited.elapsed() < std::time::Duration::from_secs(20) {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(tracking_requests(), 3);
+
+    let mut read = vec![first];
+    while let Some(page) = pages.try_next().await.unwrap() {
+        read.push(page);
+    }
+    assert!(read.last().unwrap().checkpoint.delta_link().is_some());
+    assert_each_once(&tally(&read), &table_ids(&crm));
 }

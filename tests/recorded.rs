@@ -2,6 +2,9 @@
 //! Microsoft's terraform-provider-power-platform tests, MIT), parsed as they are: one test per
 //! file, each asserting what a caller reads out of it.
 
+use d365_connector::testkit::{
+    attributes_from_dataverse_json, entity_metadata_from_dataverse_json,
+};
 use d365_connector::{
     AccessToken, AttributeMetadata, AttributeType, ClientOptions, Connection, DataverseClient,
     EntityMetadata, ErrorKind, Record, RecordChange, RecordDecoder, RetryPolicy,
@@ -34,8 +37,8 @@ fn table(
 
 /// A recorded definition with a recorded attribute list merged in.
 fn recorded_table(definition: &str, attributes: &str) -> EntityMetadata {
-    let definition = EntityMetadata::from_dataverse_json(&real(definition)).unwrap();
-    AttributeMetadata::list_from_dataverse_json(&real(attributes))
+    let definition = entity_metadata_from_dataverse_json(&real(definition)).unwrap();
+    attributes_from_dataverse_json(&real(attributes))
         .unwrap()
         .into_iter()
         .fold(definition, EntityMetadata::with_attribute)
@@ -128,7 +131,7 @@ fn every_recorded_file_is_credited_in_sources() {
 #[test]
 fn businessunit_definition_names_the_table_and_its_primary_columns() {
     let unit =
-        EntityMetadata::from_dataverse_json(&real("tf_get_entitydefinition_businessunit.json"))
+        entity_metadata_from_dataverse_json(&real("tf_get_entitydefinition_businessunit.json"))
             .unwrap();
     assert_eq!(unit.logical_name(), "businessunit");
     assert_eq!(unit.entity_set_name(), "businessunits");
@@ -140,7 +143,7 @@ fn businessunit_definition_names_the_table_and_its_primary_columns() {
 
 #[test]
 fn businessunit_attribute_list_has_its_92_columns_typed_by_their_casts() {
-    let attributes = AttributeMetadata::list_from_dataverse_json(&real(
+    let attributes = attributes_from_dataverse_json(&real(
         "tf_get_entitydefinition_businessunit_attributes.json",
     ))
     .unwrap();
@@ -203,7 +206,7 @@ fn businessunit_record_decodes_with_its_recorded_metadata() {
 #[test]
 fn mailbox_definition_names_the_table_and_its_primary_columns() {
     let mailbox =
-        EntityMetadata::from_dataverse_json(&real("tf_get_entitydefinition_mailbox.json")).unwrap();
+        entity_metadata_from_dataverse_json(&real("tf_get_entitydefinition_mailbox.json")).unwrap();
     assert_eq!(mailbox.logical_name(), "mailbox");
     assert_eq!(mailbox.entity_set_name(), "mailboxes");
     assert_eq!(mailbox.primary_id_attribute(), "mailboxid");

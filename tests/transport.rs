@@ -2,9 +2,10 @@
 //! twice), throttling waited out within its budget, and the throttle governor shared by every
 //! task of a client (pauses, `x-ms-dop-hint`, halving on execution-time refusals).
 
+use d365_connector::testkit::VirtualClock;
 use d365_connector::{
     ClientCredentialsAuthorizer, ClientOptions, ClientSecret, Connection, DataverseClient,
-    EntraApp, ErrorKind, RetryPolicy, ThrottleLimit, VirtualClock,
+    EntraApp, ErrorKind, RetryPolicy, ThrottleLimit,
 };
 use serde_json::{Value, json};
 use std::sync::atomic::{AtomicBool, Ordering};

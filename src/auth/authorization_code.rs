@@ -325,7 +325,7 @@ impl AuthorizationCodeAuthorizerBuilder {
 
     /// How token requests are sent: timeouts, user agent, retries (`temporarily_unavailable`,
     /// HTTP 429, 502-504, network failures) and the clock that decides when a token is due
-    /// for refresh and when a sign-in expires (with a [`crate::VirtualClock`], a `sleep` moves
+    /// for refresh and when a sign-in expires (with the testkit's `VirtualClock`, a `sleep` moves
     /// that time forward in tests). Default: [`ClientOptions::default`].
     pub fn with_client_options(mut self, options: ClientOptions) -> Self {
         self.options = options;

@@ -359,165 +359,194 @@ fn without_oauth_error(kind: ErrorKind, status: StatusCode) -> Error {
 
 /// Turns an Entra OAuth error into an [`Error`] whose message says what to do. The
 /// description (already free of secrets) and `trace_id` are kept for support.
+///
+/// The families below are asked in order; the first that knows the error words the message.
 pub(crate) fn guidance(
     grant: Grant,
     credential: CredentialKind,
     status: Option<StatusCode>,
     oauth: &OAuthError,
 ) -> Error {
-    let aadsts = oauth.aadsts();
-    let code = match aadsts {
+    let code = code_label(oauth);
+    missing_consent(oauth, &code)
+        .or_else(|| registration_problem(oauth, &code))
+        .or_else(|| rejected_credential(credential, oauth, &code))
+        .or_else(|| refused_grant(grant, oauth, &code))
+        .or_else(|| refused_sign_in(oauth, &code))
+        .or_else(|| temporarily_unavailable(oauth, &code))
+        .unwrap_or_else(|| unrecognised(status, oauth, &code))
+        .with_service_error(Some(oauth.error.clone()), oauth.error_description.clone())
+        .with_request_id(oauth.trace_id.clone())
+}
+
+/// The error and its AADSTS number, as messages quote them: `invalid_client, AADSTS7000215`.
+fn code_label(oauth: &OAuthError) -> String {
+    match oauth.aadsts() {
         Some(n) => format!("{}, AADSTS{n}", oauth.error),
         None => oauth.error.clone(),
-    };
-    let first_sentence = oauth
-        .error_description
-        .as_deref()
-        .and_then(|d| d.lines().next())
-        .map(|line| match line.find(". ") {
-            Some(end) => &line[..=end],
-            None => line,
-        })
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_default();
-    use ErrorKind::{Auth, Config, Service};
-    let (kind, message) = match (oauth.error.as_str(), aadsts) {
-        ("consent_required", _) | (_, Some(65001)) => (
-            Auth,
+    }
+}
+
+/// `consent_required` or AADSTS65001: nobody consented to the app's permission.
+fn missing_consent(oauth: &OAuthError, code: &str) -> Option<Error> {
+    (oauth.error == "consent_required" || oauth.aadsts() == Some(65001)).then(|| {
+        Error::new(
+            ErrorKind::Auth,
             format!(
                 "admin consent for the app is missing ({code}); have an administrator grant consent to the app's Dynamics CRM permission, or connect with client credentials through an application user instead"
             ),
+        )
+    })
+}
+
+/// AADSTS numbers that point at the connection's settings or the app registration.
+fn registration_problem(oauth: &OAuthError, code: &str) -> Option<Error> {
+    let message = match oauth.aadsts()? {
+        700016 => format!(
+            "Entra ID does not know this client id in the tenant ({code}); check the app registration's client id and the tenant"
         ),
-        (_, Some(7000222)) => (
-            Auth,
-            format!(
-                "the client secret has expired ({code}); create a new secret in the app registration and give it to the connection"
-            ),
-        ),
-        (_, Some(700016)) => (
-            Config,
-            format!(
-                "Entra ID does not know this client id in the tenant ({code}); check the app registration's client id and the tenant"
-            ),
-        ),
-        (_, Some(90002)) => (
-            Config,
-            format!("Entra ID does not know the tenant ({code}); check the tenant id or domain"),
-        ),
-        (_, Some(50011)) => (
-            Config,
-            format!(
-                "the redirect URI is not registered on the app ({code}); add it to the app registration's redirect URIs exactly as the connection sends it"
-            ),
-        ),
-        (_, Some(7000218)) => (
-            Config,
-            format!(
-                "the app registration is a confidential client and needs a client secret ({code}); give the connection the client secret, or allow public client flows on the app"
-            ),
-        ),
-        (_, Some(7000216)) => (
-            Config,
-            format!(
-                "the app registration needs a credential for this request ({code}); give the connection a client secret, a client certificate or a federated token"
-            ),
-        ),
-        (_, Some(700027)) | ("invalid_client", _) if credential == CredentialKind::Certificate => (
-            Auth,
-            format!(
-                "Entra ID rejected the client certificate ({code}); check that this certificate is uploaded to the app registration (Certificates & secrets), has not expired, and that the client id and tenant are the app's"
-            ),
-        ),
-        (_, Some(70021 | 700211 | 700212 | 700213 | 700024)) | ("invalid_client", _)
-            if credential == CredentialKind::FederatedToken =>
-        {
-            (
-                Auth,
-                format!(
-                    "Entra ID rejected the federated token ({code}); check that the app registration has a federated credential whose issuer and subject match this workload's service account token (audience api://AzureADTokenExchange), and that the token file is the one the platform keeps fresh"
-                ),
-            )
+        90002 => {
+            format!("Entra ID does not know the tenant ({code}); check the tenant id or domain")
         }
-        ("invalid_client", _) => (
-            Auth,
-            format!(
-                "Entra ID rejected the client secret or client id ({code}); check the app registration's client id and secret (use the secret's value, not its id)"
-            ),
+        50011 => format!(
+            "the redirect URI is not registered on the app ({code}); add it to the app registration's redirect URIs exactly as the connection sends it"
         ),
-        ("invalid_grant", _) => match grant {
-            Grant::RefreshToken => (
-                Auth,
-                format!(
-                    "Entra ID refused the refresh token ({code}): it expired or was revoked; re-authorize the connection"
-                ),
-            ),
-            Grant::AuthorizationCode => (
-                Auth,
-                format!(
-                    "Entra ID refused the authorization code ({code}): it expired (codes last about 10 minutes), was already used, or the redirect URI or PKCE verifier does not match; start the sign-in again"
-                ),
-            ),
-            Grant::ClientCredentials => (
-                Auth,
-                format!(
-                    "Entra ID refused the client credentials grant ({code}); check the app registration and its tenant"
-                ),
-            ),
-        },
-        ("interaction_required", _) | ("login_required", _) => (
-            Auth,
+        7000218 => format!(
+            "the app registration is a confidential client and needs a client secret ({code}); give the connection the client secret, or allow public client flows on the app"
+        ),
+        7000216 => format!(
+            "the app registration needs a credential for this request ({code}); give the connection a client secret, a client certificate or a federated token"
+        ),
+        _ => return None,
+    };
+    Some(Error::new(ErrorKind::Config, message))
+}
+
+/// The app's own credential was refused: an expired secret, or a secret, certificate or
+/// federated token Entra does not accept (worded for the kind of credential sent).
+fn rejected_credential(
+    credential: CredentialKind,
+    oauth: &OAuthError,
+    code: &str,
+) -> Option<Error> {
+    let aadsts = oauth.aadsts();
+    let invalid_client = oauth.error == "invalid_client";
+    let message = if aadsts == Some(7000222) {
+        format!(
+            "the client secret has expired ({code}); create a new secret in the app registration and give it to the connection"
+        )
+    } else if credential == CredentialKind::Certificate
+        && (invalid_client || aadsts == Some(700027))
+    {
+        format!(
+            "Entra ID rejected the client certificate ({code}); check that this certificate is uploaded to the app registration (Certificates & secrets), has not expired, and that the client id and tenant are the app's"
+        )
+    } else if credential == CredentialKind::FederatedToken
+        && (invalid_client || matches!(aadsts, Some(70021 | 700211 | 700212 | 700213 | 700024)))
+    {
+        format!(
+            "Entra ID rejected the federated token ({code}); check that the app registration has a federated credential whose issuer and subject match this workload's service account token (audience api://AzureADTokenExchange), and that the token file is the one the platform keeps fresh"
+        )
+    } else if invalid_client {
+        format!(
+            "Entra ID rejected the client secret or client id ({code}); check the app registration's client id and secret (use the secret's value, not its id)"
+        )
+    } else {
+        return None;
+    };
+    Some(Error::new(ErrorKind::Auth, message))
+}
+
+/// `invalid_grant`: what was refused depends on the grant sent.
+fn refused_grant(grant: Grant, oauth: &OAuthError, code: &str) -> Option<Error> {
+    if oauth.error != "invalid_grant" {
+        return None;
+    }
+    let message = match grant {
+        Grant::RefreshToken => format!(
+            "Entra ID refused the refresh token ({code}): it expired or was revoked; re-authorize the connection"
+        ),
+        Grant::AuthorizationCode => format!(
+            "Entra ID refused the authorization code ({code}): it expired (codes last about 10 minutes), was already used, or the redirect URI or PKCE verifier does not match; start the sign-in again"
+        ),
+        Grant::ClientCredentials => format!(
+            "Entra ID refused the client credentials grant ({code}); check the app registration and its tenant"
+        ),
+    };
+    Some(Error::new(ErrorKind::Auth, message))
+}
+
+/// OAuth errors about the sign-in itself: the user, the flow or the scope.
+fn refused_sign_in(oauth: &OAuthError, code: &str) -> Option<Error> {
+    let (kind, message) = match oauth.error.as_str() {
+        "interaction_required" | "login_required" => (
+            ErrorKind::Auth,
             format!(
                 "Entra ID needs the user to sign in interactively again ({code}), for example for multi-factor authentication or a conditional access policy; re-authorize the connection"
             ),
         ),
-        ("unauthorized_client", _) => (
-            Auth,
+        "unauthorized_client" => (
+            ErrorKind::Auth,
             format!(
                 "the app registration is not allowed to use this flow ({code}); check the client id, and that the app is enabled for this grant in its tenant (public client flows, redirect URIs, supported account types)"
             ),
         ),
-        ("invalid_scope", _) | ("invalid_resource", _) => (
-            Config,
+        "invalid_scope" | "invalid_resource" => (
+            ErrorKind::Config,
             format!(
                 "Entra ID refused the requested scope ({code}); check the instance URL and that the app registration has the Dynamics CRM API permission"
             ),
         ),
-        ("access_denied", _) => (
-            Auth,
+        "access_denied" => (
+            ErrorKind::Auth,
             format!(
                 "the sign-in was cancelled or consent was declined ({code}); sign in again and accept the requested permissions"
             ),
         ),
-        ("temporarily_unavailable", _) | ("server_error", _) => {
-            return Error::new(
-                Service,
-                format!("Entra ID is temporarily unavailable ({code}); try again later"),
-            )
-            .with_service_error(Some(oauth.error.clone()), oauth.error_description.clone())
-            .with_request_id(oauth.trace_id.clone())
-            .with_retryable(true);
-        }
-        _ => {
-            let detail = if first_sentence.is_empty() {
-                String::new()
-            } else {
-                format!(": {first_sentence}")
-            };
-            let status = status
-                .map(|s| format!("HTTP {}, ", s.as_u16()))
-                .unwrap_or_default();
-            (
-                Service,
-                format!(
-                    "Entra ID refused the request ({status}{code}){detail}; check the app registration and the connection's settings"
-                ),
-            )
-        }
+        _ => return None,
     };
-    Error::new(kind, message)
-        .with_service_error(Some(oauth.error.clone()), oauth.error_description.clone())
-        .with_request_id(oauth.trace_id.clone())
-        .with_retryable(false)
+    Some(Error::new(kind, message))
+}
+
+/// `temporarily_unavailable` or `server_error`: the one retryable family.
+fn temporarily_unavailable(oauth: &OAuthError, code: &str) -> Option<Error> {
+    matches!(
+        oauth.error.as_str(),
+        "temporarily_unavailable" | "server_error"
+    )
+    .then(|| {
+        Error::new(
+            ErrorKind::Service,
+            format!("Entra ID is temporarily unavailable ({code}); try again later"),
+        )
+        .with_retryable(true)
+    })
+}
+
+/// Any other error: the status, the code and the description's first sentence.
+fn unrecognised(status: Option<StatusCode>, oauth: &OAuthError, code: &str) -> Error {
+    let detail = first_sentence(oauth.error_description.as_deref())
+        .map(|sentence| format!(": {sentence}"))
+        .unwrap_or_default();
+    let status = status
+        .map(|s| format!("HTTP {}, ", s.as_u16()))
+        .unwrap_or_default();
+    Error::new(
+        ErrorKind::Service,
+        format!(
+            "Entra ID refused the request ({status}{code}){detail}; check the app registration and the connection's settings"
+        ),
+    )
+}
+
+/// The first sentence of a description's first line, when there is one.
+fn first_sentence(description: Option<&str>) -> Option<String> {
+    let line = description?.lines().next()?;
+    let sentence = match line.find(". ") {
+        Some(end) => &line[..=end],
+        None => line,
+    };
+    Some(sentence.trim().to_owned()).filter(|s| !s.is_empty())
 }
 
 #[cfg(test)]

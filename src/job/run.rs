@@ -14,7 +14,8 @@ use crate::sink::{BatchCheckpoint, KeySet, Operation, RecordSink, WriteFailure, 
 use crate::source::{
     Checkpoint, EntitySource, Page, ReadMode, ReadPlan, RecordChange, table_count,
 };
-use chrono::Utc;
+use crate::transport::ThrottleStats;
+use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 use std::fmt;
 use std::sync::Arc;
@@ -143,7 +144,7 @@ impl SyncJob {
         outcome
     }
 
-    /// [`SyncJob::run`] within its span.
+    /// [`SyncJob::run`] within its span: checks and prepares, reads, reports.
     async fn run_in_span(
         &self,
         client: &DataverseClient,
@@ -153,105 +154,32 @@ impl SyncJob {
         self.check()?;
         let throttling_before = client.throttle_stats();
         let (metadata, mapping) = self.prepare(client, options.metadata.clone()).await?;
-        if options.lookup.is_none() {
-            if let Some(derived) = self.mapping.mappings.iter().find(|m| m.lookup.is_some()) {
-                return Err(Error::config(format!(
-                    "job `{}` fills `{}` by a derived lookup, but the run has no TargetLookup; pass one in RunOptions (or ChainOptions)",
-                    self.name, derived.target
-                )));
-            }
-        }
+        self.require_lookup(&options)?;
         let delete_key = self.delete_key_fields(&metadata)?;
         sink.prepare(&self.mapping.target, &self.mapping.identifiers)
             .await?;
         let expected = self
             .expected_count(client, options.checkpoint.as_ref())
             .await;
-        let run_number = 1 + options
-            .checkpoint
-            .as_ref()
-            .map_or(0, |checkpoint| checkpoint.runs);
-        let mut run = Run {
-            run_number,
-            job: self,
-            mapping: &mapping,
-            delete_key,
-            sink,
-            options: &options,
-            counts: SyncCounts {
-                expected,
-                ..SyncCounts::default()
-            },
-            failures: Vec::new(),
-            checkpoint: options.checkpoint.clone(),
-            pages: 0,
-            full_resync: false,
-            seen: None,
-        };
+        let mut run = Run::new(self, &mapping, delete_key, sink, &options, expected);
         let started_at = Utc::now();
-        let mut ending = run
-            .read_all(client, &metadata, options.checkpoint.clone())
-            .await;
-        let mut reconciled = true;
-        let mut resync_reason = None;
-        if let Err(error) = &ending {
-            if error.kind() == ErrorKind::ResyncRequired {
-                resync_reason = Some(error.to_string());
-                (ending, reconciled) = run.resync(client, &metadata).await;
-            }
-        }
-        if matches!(ending, Ok(Ending::Finished))
-            && !run.full_resync
-            && self.reconcile_due(run_number)
-        {
-            match run.reconcile(client, &metadata).await {
-                Ok(done) => reconciled = done,
-                Err(error) => ending = Err(error),
-            }
-        }
-        let mut warnings = Vec::new();
-        if !reconciled && !run.full_resync {
-            warnings.push(
-                "this sink cannot enumerate its records, so the records deleted in Dynamics cannot be found and removed; use a sink that implements RecordSink::delete_missing"
-                    .to_owned(),
-            );
-        } else if !reconciled {
-            warnings.push(
-                "Dynamics required a full resync, and this sink cannot remove the records deleted while the change-tracking token was stale; compare the target's records with this run's to remove them"
-                    .to_owned(),
-            );
-        }
-        let nothing_written = run.counts.failed > 0 && run.counts.written() == 0;
-        let status = match &ending {
-            Err(_) => SyncStatus::Failed,
-            Ok(Ending::Cancelled) => SyncStatus::Cancelled,
-            Ok(Ending::Finished) if nothing_written => SyncStatus::Failed,
-            Ok(Ending::Finished) if run.failures.is_empty() && warnings.is_empty() => {
-                SyncStatus::Success
-            }
-            Ok(Ending::Finished) => SyncStatus::PartialSuccess,
-        };
-        let error = match ending {
-            Err(error) => Some(error),
-            Ok(_) if status == SyncStatus::Failed => Some(every_record_failed(&run.failures)),
-            Ok(_) => None,
-        };
+        let outcome = run.read_and_reconcile(client, &metadata).await;
         let throttling = client.throttle_stats().since(&throttling_before);
-        Ok(SyncReport {
-            job: self.name.clone(),
-            status,
-            started_at,
-            finished_at: Utc::now(),
-            counts: run.counts,
-            failures: run.failures,
-            full_resync: run.full_resync,
-            resync_reason,
-            warnings,
-            throttled: throttling.refused(),
-            throttled_for: throttling.paused,
-            error,
-            checkpoint: run.checkpoint,
-        })
+        Ok(run.report(outcome, started_at, throttling))
+    }
+
+    /// Refuses to run a job that fills a field by a derived lookup without a [`TargetLookup`].
+    fn require_lookup(&self, options: &RunOptions) -> Result<()> {
+        if options.lookup.is_some() {
+            return Ok(());
+        }
+        match self.mapping.mappings.iter().find(|m| m.lookup.is_some()) {
+            Some(derived) => Err(Error::config(format!(
+                "job `{}` fills `{}` by a derived lookup, but the run has no TargetLookup; pass one in RunOptions (or ChainOptions)",
+                self.name, derived.target
+            ))),
+            None => Ok(()),
+        }
     }
 }
 
@@ -359,7 +287,124 @@ struct Run<'a> {
     seen: Option<KeySet>,
 }
 
-impl Run<'_> {
+/// How a run's reading ended, once any resync and reconciliation are done.
+struct ReadOutcome {
+    ending: Result<Ending>,
+    /// Whether the records deleted in Dynamics are accounted for.
+    reconciled: bool,
+    /// Why Dynamics asked for a full resync, if it did.
+    resync_reason: Option<String>,
+}
+
+impl<'a> Run<'a> {
+    /// A run of `job` from the checkpoint of `options`, before anything is read.
+    fn new(
+        job: &'a SyncJob,
+        mapping: &'a ValidatedMapping,
+        delete_key: Vec<(String, TargetFieldType)>,
+        sink: &'a dyn RecordSink,
+        options: &'a RunOptions,
+        expected: Option<u64>,
+    ) -> Self {
+        let previous_runs = options.checkpoint.as_ref().map_or(0, |c| c.runs);
+        Run {
+            run_number: previous_runs + 1,
+            job,
+            mapping,
+            delete_key,
+            sink,
+            options,
+            counts: SyncCounts {
+                expected,
+                ..SyncCounts::default()
+            },
+            failures: Vec::new(),
+            checkpoint: options.checkpoint.clone(),
+            pages: 0,
+            full_resync: false,
+            seen: None,
+        }
+    }
+
+    /// Reads from the run's checkpoint on, reading everything again when Dynamics asks for a
+    /// full resync, then reconciles deletions when this run is due to.
+    async fn read_and_reconcile(
+        &mut self,
+        client: &DataverseClient,
+        metadata: &Arc<EntityMetadata>,
+    ) -> ReadOutcome {
+        let resume = self.options.checkpoint.clone();
+        let mut ending = self.read_all(client, metadata, resume).await;
+        let mut reconciled = true;
+        let mut resync_reason = None;
+        if let Err(error) = &ending {
+            if error.kind() == ErrorKind::ResyncRequired {
+                resync_reason = Some(error.to_string());
+                (ending, reconciled) = self.resync(client, metadata).await;
+            }
+        }
+        if matches!(ending, Ok(Ending::Finished))
+            && !self.full_resync
+            && self.job.reconcile_due(self.run_number)
+        {
+            match self.reconcile(client, metadata).await {
+                Ok(done) => reconciled = done,
+                Err(error) => ending = Err(error),
+            }
+        }
+        ReadOutcome {
+            ending,
+            reconciled,
+            resync_reason,
+        }
+    }
+
+    /// The report of the run, whose reading ended as `outcome`.
+    fn report(
+        self,
+        outcome: ReadOutcome,
+        started_at: DateTime<Utc>,
+        throttling: ThrottleStats,
+    ) -> SyncReport {
+        let warnings = deletion_warnings(outcome.reconciled, self.full_resync);
+        let status = self.status(&outcome.ending, &warnings);
+        let error = match outcome.ending {
+            Err(error) => Some(error),
+            Ok(_) if status == SyncStatus::Failed => Some(every_record_failed(&self.failures)),
+            Ok(_) => None,
+        };
+        SyncReport {
+            job: self.job.name.clone(),
+            status,
+            started_at,
+            finished_at: Utc::now(),
+            counts: self.counts,
+            failures: self.failures,
+            full_resync: self.full_resync,
+            resync_reason: outcome.resync_reason,
+            warnings,
+            throttled: throttling.refused(),
+            throttled_for: throttling.paused,
+            error,
+            checkpoint: self.checkpoint,
+        }
+    }
+
+    /// The status of a run whose reading ended as `ending`, with `warnings`: failed when every
+    /// record failed, partial when some did or deletions may be missing.
+    fn status(&self, ending: &Result<Ending>, warnings: &[String]) -> SyncStatus {
+        let nothing_written = self.counts.failed > 0 && self.counts.written() == 0;
+        match ending {
+            Err(_) => SyncStatus::Failed,
+            Ok(Ending::Cancelled) => SyncStatus::Cancelled,
+            Ok(Ending::Finished) if nothing_written => SyncStatus::Failed,
+            Ok(Ending::Finished) if self.failures.is_empty() && warnings.is_empty() => {
+                SyncStatus::Success
+            }
+            Ok(Ending::Finished) => SyncStatus::PartialSuccess,
+        }
+    }
+
     /// Reads every page from `resume` on, writing each; the next page is fetched while the
     /// current one is written, so at most two pages are in memory.
     async fn read_all(
@@ -636,6 +681,20 @@ impl Run<'_> {
         self.counts.failed += 1;
         self.failures.push(failure);
     }
+}
+
+/// The warnings of a run whose deletions are not all accounted for (`reconciled` false).
+fn deletion_warnings(reconciled: bool, full_resync: bool) -> Vec<String> {
+    let warning = match (reconciled, full_resync) {
+        (true, _) => return Vec::new(),
+        (false, false) => {
+            "this sink cannot enumerate its records, so the records deleted in Dynamics cannot be found and removed; use a sink that implements RecordSink::delete_missing"
+        }
+        (false, true) => {
+            "Dynamics required a full resync, and this sink cannot remove the records deleted while the change-tracking token was stale; compare the target's records with this run's to remove them"
+        }
+    };
+    vec![warning.to_owned()]
 }
 
 /// The source a run of `job` reads: the mapped columns only, the job's mode, parallelism,

@@ -4,14 +4,20 @@
 
 mod convert;
 mod derived;
+mod explain;
+mod plan;
+mod rules;
 mod schema;
 mod validate;
+mod values;
+mod violation;
 
 pub use convert::RecordFailure;
 pub use convert::RecordFailureKind;
 pub use derived::{DerivedLookup, MAX_MATCH_FIELDS, MultipleMatches, TargetLookup};
+pub use plan::ValidatedMapping;
 pub use schema::{Literal, TargetField, TargetFieldType, TargetRecord, TargetSchema, TargetValue};
-pub use validate::{MappingErrors, ValidatedMapping, Violation, ViolationKind};
+pub use violation::{MappingErrors, Violation, ViolationKind};
 
 use serde::{Deserialize, Deserializer, Serialize};
 

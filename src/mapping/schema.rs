@@ -7,6 +7,7 @@ use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 /// The type of one field of a target object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -365,7 +366,8 @@ impl Serialize for TargetValue {
 /// with the same values in the same order.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct TargetRecord {
-    fields: Vec<(String, TargetValue)>,
+    /// Names are shared: every record a mapping converts holds the mapping's own.
+    fields: Vec<(Arc<str>, TargetValue)>,
 }
 
 impl TargetRecord {
@@ -374,28 +376,50 @@ impl TargetRecord {
         Self::default()
     }
 
+    /// An empty record with room for `fields` fields.
+    pub(crate) fn with_capacity(fields: usize) -> Self {
+        Self {
+            fields: Vec::with_capacity(fields),
+        }
+    }
+
     /// Sets `field` to `value`, replacing an earlier value and keeping its position.
     pub fn insert(&mut self, field: impl Into<String>, value: TargetValue) {
         let field = field.into();
-        match self.fields.iter_mut().find(|(name, _)| *name == field) {
+        match self.fields.iter_mut().find(|(name, _)| **name == *field) {
             Some((_, existing)) => *existing = value,
-            None => self.fields.push((field, value)),
+            None => self.fields.push((field.into(), value)),
         }
+    }
+
+    /// Appends `field`, which the caller knows is not in the record yet.
+    pub(crate) fn push(&mut self, field: Arc<str>, value: TargetValue) {
+        self.fields.push((field, value));
+    }
+
+    /// The field at `position`, in order.
+    pub(crate) fn field_at(&self, position: usize) -> Option<(&str, &TargetValue)> {
+        self.fields
+            .get(position)
+            .map(|(name, value)| (&**name, value))
+    }
+
+    /// Every value in order.
+    pub(crate) fn values(&self) -> impl Iterator<Item = &TargetValue> {
+        self.fields.iter().map(|(_, value)| value)
     }
 
     /// The value of `field`.
     pub fn get(&self, field: &str) -> Option<&TargetValue> {
         self.fields
             .iter()
-            .find(|(name, _)| name == field)
+            .find(|(name, _)| **name == *field)
             .map(|(_, value)| value)
     }
 
     /// Every field in order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &TargetValue)> {
-        self.fields
-            .iter()
-            .map(|(name, value)| (name.as_str(), value))
+        self.fields.iter().map(|(name, value)| (&**name, value))
     }
 
     /// The number of fields.
@@ -413,7 +437,7 @@ impl Serialize for TargetRecord {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(Some(self.fields.len()))?;
         for (name, value) in &self.fields {
-            map.serialize_entry(name, value)?;
+            map.serialize_entry(&**name, value)?;
         }
         map.end()
     }

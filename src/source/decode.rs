@@ -1,19 +1,25 @@
 //! Web API JSON to records, without an intermediate JSON tree and without touching `f64`.
 //!
-//! The body is walked once with serde: every property value is borrowed as a
-//! [`RawValue`](serde_json::value::RawValue) slice of the body, numbers are kept as their exact
-//! text ([`Number::parse`]), strings without escapes are copied straight out of the body, and
-//! annotations are attached to their property as they come.
+//! The body is walked once with serde. Each property key is worked out once per page (which
+//! column slot it fills, or which annotation it is), every property value is borrowed as a
+//! [`RawValue`](serde_json::value::RawValue) slice of the body and read from there: numbers
+//! keep their exact text ([`Number`]), strings without escapes are copied straight out of the
+//! body. The records of a page share one list of column names, built from the table's
+//! attribute names, so a row allocates its field list and its values only.
+
+mod properties;
+mod row;
 
 use super::page::{PageCounts, RecordChange};
 use crate::client::{FORMATTED_VALUE_ANNOTATION, LOOKUP_TABLE_ANNOTATION};
 use crate::error::{Error, Result};
 use crate::metadata::EntityMetadata;
-use crate::value::{Field, Number, Record, Value};
+use crate::value::{Columns, NameMap, Number, Record, Value};
+use properties::{Property, PropertyKeys};
+use row::{Annotation, DecodedRow, RowBuilder};
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
@@ -26,21 +32,26 @@ use std::sync::Arc;
 /// - The lookup's navigation property of the same name (`<name>`, sent with `$expand`) never
 ///   replaces that id: a `$ref` object (`{"@odata.id": ".../contacts(<id>)"}`) gives the id
 ///   when `_<name>_value` is absent, and an expanded record is left out.
-/// - `<name>@OData.Community.Display.V1.FormattedValue` goes to [`Field::formatted`];
-///   `@odata.*` and other annotations are skipped.
+/// - `<name>@OData.Community.Display.V1.FormattedValue` goes to [`Field::formatted`]; an
+///   annotation finds its property whether it comes before or after it, and makes a null field
+///   of its own when the property is absent. `@odata.etag` is the record's
+///   [`etag`](Record::etag); `@odata.*` and other annotations are skipped.
 /// - Numbers keep every digit ([`Number`]); dates stay the strings Dataverse sent (`2024-04-10`
-///   for DateOnly columns, UTC `2024-06-12T14:13:25Z` for the others).
+///   for DateOnly columns, UTC `2024-06-12T14:13:25Z` for the others); arrays and objects are
+///   kept as their JSON text ([`Value::Json`]).
 /// - A record without its primary id is an error naming its position, never dropped; so is a
 ///   `$ref` response (links, not records).
 ///
 /// Use it on pages fetched some other way, in tests, or in benchmarks.
+///
+/// [`Field::lookup_entity`]: crate::Field::lookup_entity
+/// [`Field::formatted`]: crate::Field::formatted
 #[derive(Debug, Clone)]
 pub struct RecordDecoder {
     metadata: Arc<EntityMetadata>,
-    /// `_<name>_value` to `<name>` for every lookup column.
-    lookups: HashMap<String, String>,
-    /// `<name>` of every lookup column: its navigation property when expanded.
-    navigations: HashSet<String>,
+    /// Every attribute's logical name, shared by the pages' column lists, and whether the
+    /// attribute is a lookup.
+    attributes: NameMap<Arc<str>, bool>,
 }
 
 /// A decoded collection page.
@@ -56,20 +67,14 @@ impl RecordDecoder {
     /// A decoder for records of the table `metadata` describes.
     pub fn new(metadata: impl Into<Arc<EntityMetadata>>) -> Self {
         let metadata = metadata.into();
-        let navigations: HashSet<String> = metadata
+        let attributes = metadata
             .attributes()
             .iter()
-            .filter(|a| a.attribute_type().is_lookup())
-            .map(|a| a.logical_name().to_owned())
-            .collect();
-        let lookups = navigations
-            .iter()
-            .map(|name| (format!("_{name}_value"), name.clone()))
+            .map(|a| (a.logical_name().into(), a.attribute_type().is_lookup()))
             .collect();
         Self {
             metadata,
-            lookups,
-            navigations,
+            attributes,
         }
     }
 
@@ -80,15 +85,18 @@ impl RecordDecoder {
 
     /// Decodes a single-record response (`GET accounts(<id>)`).
     pub fn decode_record(&self, json: &[u8]) -> Result<Record> {
-        let mut deserializer = serde_json::Deserializer::from_slice(json);
-        let change = RowSeed {
-            decoder: self,
+        let text = utf8(json)
+            .map_err(|e| Error::decode(format!("the record could not be decoded: {e}")))?;
+        let mut deserializer = serde_json::Deserializer::from_str(text);
+        let mut reader = PageReader::new(self);
+        let row = RowSeed {
+            reader: &mut reader,
             index: 0,
         }
         .deserialize(&mut deserializer)
-        .and_then(|change| deserializer.end().map(|()| change))
+        .and_then(|row| deserializer.end().map(|()| row))
         .map_err(|e| Error::decode(format!("the record could not be decoded: {e}")))?;
-        match change {
+        match row.into_change(&Arc::new(reader.columns)) {
             RecordChange::Upsert(record) => Ok(record),
             RecordChange::Delete { .. } => Err(Error::decode(
                 "the response is a deleted-record marker, not a record",
@@ -106,7 +114,7 @@ impl RecordDecoder {
 
     /// Decodes a collection page with its links. The error message names the record at fault.
     pub(crate) fn decode_page(&self, json: &[u8]) -> std::result::Result<DecodedPage, String> {
-        let mut deserializer = serde_json::Deserializer::from_slice(json);
+        let mut deserializer = serde_json::Deserializer::from_str(utf8(json)?);
         let page = PageSeed { decoder: self }
             .deserialize(&mut deserializer)
             .and_then(|page| deserializer.end().map(|()| page))
@@ -114,20 +122,82 @@ impl RecordDecoder {
         Ok(page)
     }
 
-    /// The field name of property `name`: `<x>` for `_<x>_value` when `<x>` is a lookup.
-    fn field_name<'de>(&self, name: Cow<'de, str>) -> Cow<'de, str> {
-        if name.starts_with('_') {
-            if let Some(logical) = self.lookups.get(name.as_ref()) {
-                return Cow::Owned(logical.clone());
+    /// What property `key` stands for, its column added to `columns` when new.
+    fn work_out(&self, key: &str, columns: &mut Columns) -> Property {
+        match key.split_once('@') {
+            None if self.attributes.get(key) == Some(&true) => {
+                Property::Navigation(self.column(key, columns))
             }
+            None => Property::Value(self.column(key, columns)),
+            Some(("", "odata.context")) => Property::Context,
+            Some(("", "odata.etag")) => Property::Etag,
+            Some(("", "removed" | "odata.removed")) => Property::Removed,
+            Some(("", "odata.id")) => Property::Reference,
+            Some(("", _)) => Property::Skipped,
+            Some((property, FORMATTED_VALUE_ANNOTATION)) => {
+                Property::Formatted(self.column(property, columns))
+            }
+            Some((property, LOOKUP_TABLE_ANNOTATION)) => {
+                Property::LookupTable(self.column(property, columns))
+            }
+            Some(_) => Property::Skipped,
         }
-        name
     }
 
-    /// Whether property `name` holding `raw` is the navigation property of a lookup: an
-    /// object (expanded or `$ref`) or null under the lookup's logical name.
-    fn is_navigation(&self, name: &str, raw: &str) -> bool {
-        matches!(raw.as_bytes().first(), Some(b'{' | b'n')) && self.navigations.contains(name)
+    /// The slot of the column property `name` fills (`<x>` for `_<x>_value` when `<x>` is a
+    /// lookup), added to `columns` when new; attribute names are shared, not copied.
+    fn column(&self, name: &str, columns: &mut Columns) -> usize {
+        let lookup = name
+            .strip_prefix('_')
+            .and_then(|rest| rest.strip_suffix("_value"))
+            .filter(|logical| self.attributes.get(*logical) == Some(&true));
+        let name = lookup.unwrap_or(name);
+        if let Some(slot) = columns.slot(name) {
+            return slot;
+        }
+        let shared = match self.attributes.get_key_value(name) {
+            Some((shared, _)) => shared.clone(),
+            None => name.into(),
+        };
+        columns.add(shared)
+    }
+}
+
+/// The body as text, checked in one pass (serde_json then checks no string again).
+fn utf8(json: &[u8]) -> std::result::Result<&str, String> {
+    std::str::from_utf8(json).map_err(|e| format!("the body is not UTF-8 text: {e}"))
+}
+
+/// What the rows of a page share while it is read: its column list, its property keys, and the
+/// row being read.
+struct PageReader<'a> {
+    decoder: &'a RecordDecoder,
+    columns: Columns,
+    keys: PropertyKeys,
+    row: RowBuilder,
+}
+
+impl<'a> PageReader<'a> {
+    fn new(decoder: &'a RecordDecoder) -> Self {
+        Self {
+            decoder,
+            columns: Columns::default(),
+            keys: PropertyKeys::default(),
+            row: RowBuilder::default(),
+        }
+    }
+
+    /// What the property `key`, sent at `position` of its row, stands for.
+    fn property(&mut self, position: usize, key: &str) -> Property {
+        let (decoder, columns) = (self.decoder, &mut self.columns);
+        self.keys
+            .get(position, key, |key| decoder.work_out(key, columns))
+    }
+
+    /// The row read; the error names its `position` (from 1).
+    fn finish_row(&mut self, position: usize) -> std::result::Result<DecodedRow, String> {
+        let primary = self.decoder.metadata.primary_id_attribute();
+        self.row.finish(&self.columns, primary, position)
     }
 }
 
@@ -176,15 +246,16 @@ impl<'de> Visitor<'de> for PageSeed<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut changes = None;
+        let mut rows = None;
         let mut next_link = None;
         let mut delta_link = None;
         let mut counts = PageCounts::default();
+        let mut reader = PageReader::new(self.decoder);
         while let Some(Key(key)) = map.next_key()? {
             match key.as_ref() {
                 "value" => {
-                    changes = Some(map.next_value_seed(RowsSeed {
-                        decoder: self.decoder,
+                    rows = Some(map.next_value_seed(RowsSeed {
+                        reader: &mut reader,
                     })?);
                 }
                 "@odata.nextLink" => next_link = Some(map.next_value::<String>()?),
@@ -201,9 +272,14 @@ impl<'de> Visitor<'de> for PageSeed<'_> {
                 }
             }
         }
-        let changes = changes.ok_or_else(|| {
+        let rows: Vec<DecodedRow> = rows.ok_or_else(|| {
             de::Error::custom("the response has no `value` array (it is not a collection)")
         })?;
+        let columns = Arc::new(reader.columns);
+        let changes = rows
+            .into_iter()
+            .map(|row| row.into_change(&columns))
+            .collect();
         Ok(DecodedPage {
             changes,
             next_link,
@@ -214,234 +290,138 @@ impl<'de> Visitor<'de> for PageSeed<'_> {
 }
 
 /// The `value` array.
-struct RowsSeed<'a> {
-    decoder: &'a RecordDecoder,
+struct RowsSeed<'r, 'a> {
+    reader: &'r mut PageReader<'a>,
 }
 
-impl<'de> DeserializeSeed<'de> for RowsSeed<'_> {
-    type Value = Vec<RecordChange>;
+impl<'de> DeserializeSeed<'de> for RowsSeed<'_, '_> {
+    type Value = Vec<DecodedRow>;
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
         deserializer.deserialize_seq(self)
     }
 }
 
-impl<'de> Visitor<'de> for RowsSeed<'_> {
-    type Value = Vec<RecordChange>;
+impl<'de> Visitor<'de> for RowsSeed<'_, '_> {
+    type Value = Vec<DecodedRow>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("an array of records")
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut changes = Vec::with_capacity(seq.size_hint().unwrap_or(0));
-        while let Some(change) = seq.next_element_seed(RowSeed {
-            decoder: self.decoder,
-            index: changes.len(),
+        let mut rows = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(row) = seq.next_element_seed(RowSeed {
+            reader: &mut *self.reader,
+            index: rows.len(),
         })? {
-            changes.push(change);
+            rows.push(row);
         }
-        Ok(changes)
+        Ok(rows)
     }
 }
 
 /// One row: a record, or a deleted-record marker.
-struct RowSeed<'a> {
-    decoder: &'a RecordDecoder,
+struct RowSeed<'r, 'a> {
+    reader: &'r mut PageReader<'a>,
     /// The row's position in its page, from 0.
     index: usize,
 }
 
-impl<'de> DeserializeSeed<'de> for RowSeed<'_> {
-    type Value = RecordChange;
+impl<'de> DeserializeSeed<'de> for RowSeed<'_, '_> {
+    type Value = DecodedRow;
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
         deserializer.deserialize_map(self)
     }
 }
 
-/// An annotation this crate keeps.
-enum Annotation {
-    Formatted(String),
-    LookupTable(String),
-}
-
-impl Annotation {
-    fn apply(self, field: &mut Field) {
-        match self {
-            Annotation::Formatted(text) => field.formatted = Some(text),
-            Annotation::LookupTable(table) => field.lookup_entity = Some(table),
-        }
-    }
-}
-
-impl<'de> Visitor<'de> for RowSeed<'_> {
-    type Value = RecordChange;
+impl<'de> Visitor<'de> for RowSeed<'_, '_> {
+    type Value = DecodedRow;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "record {} as an object", self.index + 1)
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let decoder = self.decoder;
+        let reader = self.reader;
         let position = self.index + 1;
-        let mut row = Row::default();
+        reader.row.start(reader.columns.len());
+        let mut at = 0;
         while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
-            match key.find('@') {
-                None => {
-                    let raw: &'de RawValue = map.next_value()?;
-                    let in_column = |e: String| {
-                        de::Error::custom(format_args!("record {position}, column `{key}`: {e}"))
-                    };
-                    if decoder.is_navigation(&key, raw.get()) {
-                        if let Some(id) = navigation_id(raw.get()).map_err(in_column)? {
-                            row.navigated.push((key, id));
-                        }
-                    } else {
-                        let value = value_from_raw(raw.get()).map_err(in_column)?;
-                        row.push(decoder.field_name(key), value);
-                    }
-                }
-                Some(0) => match key.as_ref() {
-                    "@odata.context" => {
-                        let context: Cow<'de, str> = map.next_value::<Key<'de>>()?.0;
-                        row.deleted |= context.ends_with("$deletedEntity");
-                    }
-                    "@odata.etag" => row.etag = map.next_value::<Option<String>>()?,
-                    "@removed" | "@odata.removed" => {
-                        map.next_value::<IgnoredAny>()?;
-                        row.deleted = true;
-                    }
-                    "@odata.id" => {
-                        map.next_value::<IgnoredAny>()?;
-                        row.reference = true;
-                    }
-                    _ => {
-                        map.next_value::<IgnoredAny>()?;
-                    }
-                },
-                Some(at) => {
-                    let annotation = &key[at + 1..];
-                    let kept = annotation == FORMATTED_VALUE_ANNOTATION
-                        || annotation == LOOKUP_TABLE_ANNOTATION;
-                    if !kept {
-                        map.next_value::<IgnoredAny>()?;
-                        continue;
-                    }
-                    let Some(text) = map.next_value::<Option<String>>()? else {
-                        continue;
-                    };
-                    let annotation = if annotation == FORMATTED_VALUE_ANNOTATION {
-                        Annotation::Formatted(text)
-                    } else {
-                        Annotation::LookupTable(text)
-                    };
-                    let property = match key {
-                        Cow::Borrowed(k) => Cow::Borrowed(&k[..at]),
-                        Cow::Owned(ref k) => Cow::Owned(k[..at].to_owned()),
-                    };
-                    row.pending.push((decoder.field_name(property), annotation));
-                }
-            }
+            let property = reader.property(at, &key);
+            at += 1;
+            let in_column = |e: String| {
+                de::Error::custom(format_args!("record {position}, column `{key}`: {e}"))
+            };
+            read_property(&mut map, property, &mut reader.row, in_column)?;
         }
-        row.into_change(&decoder.metadata, position)
-            .map_err(de::Error::custom)
+        reader.finish_row(position).map_err(de::Error::custom)
     }
 }
 
-/// What one row's properties have given so far.
-#[derive(Default)]
-struct Row<'de> {
-    fields: Vec<(Cow<'de, str>, Field)>,
-    /// Annotations whose property has not been seen yet (Dataverse sends them first).
-    pending: Vec<(Cow<'de, str>, Annotation)>,
-    /// Lookup ids given by navigation properties, used where `_<name>_value` is absent.
-    navigated: Vec<(Cow<'de, str>, Value)>,
-    /// A `$deletedEntity` context or an `@removed` marker was seen.
-    deleted: bool,
-    /// An `@odata.id` was seen.
-    reference: bool,
-    /// The row's version (`@odata.etag`).
-    etag: Option<String>,
+/// Reads the value of a property that stands for `property` into `row`; `in_column` makes the
+/// error for a value the column cannot hold.
+fn read_property<'de, A: MapAccess<'de>>(
+    map: &mut A,
+    property: Property,
+    row: &mut RowBuilder,
+    in_column: impl Fn(String) -> A::Error,
+) -> Result<(), A::Error> {
+    match property {
+        Property::Value(slot) => {
+            let raw: &'de RawValue = map.next_value()?;
+            row.set(slot, value_from_raw(raw.get()).map_err(in_column)?);
+        }
+        Property::Navigation(slot) => {
+            let raw: &'de RawValue = map.next_value()?;
+            read_navigation(raw.get(), slot, row).map_err(in_column)?;
+        }
+        Property::Formatted(slot) => {
+            if let Some(text) = map.next_value()? {
+                row.annotate(slot, Annotation::Formatted(text));
+            }
+        }
+        Property::LookupTable(slot) => {
+            if let Some(table) = map.next_value()? {
+                row.annotate(slot, Annotation::LookupTable(table));
+            }
+        }
+        Property::Context => {
+            let Key(context) = map.next_value()?;
+            if context.ends_with("$deletedEntity") {
+                row.mark_deleted();
+            }
+        }
+        Property::Etag => row.set_etag(map.next_value()?),
+        Property::Removed => {
+            map.next_value::<IgnoredAny>()?;
+            row.mark_deleted();
+        }
+        Property::Reference => {
+            map.next_value::<IgnoredAny>()?;
+            row.mark_reference();
+        }
+        Property::Skipped => {
+            map.next_value::<IgnoredAny>()?;
+        }
+    }
+    Ok(())
 }
 
-impl<'de> Row<'de> {
-    /// Adds the field `name`, with the annotations that came before it.
-    fn push(&mut self, name: Cow<'de, str>, value: Value) {
-        let mut field = Field::new(value);
-        let mut i = 0;
-        while i < self.pending.len() {
-            if self.pending[i].0 == name {
-                self.pending.swap_remove(i).1.apply(&mut field);
-            } else {
-                i += 1;
-            }
+/// Reads `raw`, sent under the name of the lookup at `slot`: an object (expanded or `$ref`) or
+/// null is its navigation property, anything else the column's value.
+fn read_navigation(
+    raw: &str,
+    slot: usize,
+    row: &mut RowBuilder,
+) -> std::result::Result<(), String> {
+    if matches!(raw.as_bytes().first(), Some(b'{' | b'n')) {
+        if let Some(id) = navigation_id(raw)? {
+            row.navigate(slot, id);
         }
-        self.fields.push((name, field));
+    } else {
+        row.set(slot, value_from_raw(raw)?);
     }
-
-    /// Adds the ids of navigation properties where `_<name>_value` was absent, then the
-    /// annotations that came after their property (or without one).
-    fn complete(&mut self) {
-        for (name, id) in std::mem::take(&mut self.navigated) {
-            if !self.fields.iter().any(|(n, _)| *n == name) {
-                self.fields.push((name, Field::new(id)));
-            }
-        }
-        for (name, annotation) in std::mem::take(&mut self.pending) {
-            match self.fields.iter_mut().find(|(n, _)| *n == name) {
-                Some((_, field)) => annotation.apply(field),
-                None => {
-                    let mut field = Field::new(Value::Null);
-                    annotation.apply(&mut field);
-                    self.fields.push((name, field));
-                }
-            }
-        }
-    }
-
-    /// The record, or the delete, the row stands for.
-    fn into_change(
-        mut self,
-        metadata: &EntityMetadata,
-        position: usize,
-    ) -> std::result::Result<RecordChange, String> {
-        if self.reference && self.fields.is_empty() && self.navigated.is_empty() {
-            return Err(format!(
-                "record {position} is a reference (`@odata.id` only), not a record: the response answers a `$ref` request; request the records without `/$ref`"
-            ));
-        }
-        self.complete();
-        let primary = metadata.primary_id_attribute();
-        let value_of = |name: &str| {
-            self.fields
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, f)| &f.value)
-        };
-        if self.deleted {
-            let id = value_of("id")
-                .or_else(|| value_of(primary))
-                .and_then(Value::as_str)
-                .ok_or_else(|| {
-                    format!("record {position} is a deleted-record marker without an `id`")
-                })?;
-            return Ok(RecordChange::Delete { id: id.to_owned() });
-        }
-        let id = match value_of(primary) {
-            Some(Value::String(id)) => id.clone(),
-            Some(_) => {
-                return Err(format!(
-                    "record {position} has a primary id `{primary}` that is not a string"
-                ));
-            }
-            None => return Err(format!("record {position} has no primary id `{primary}`")),
-        };
-        let mut record = Record::new(id);
-        record.set_etag(self.etag);
-        for (name, field) in self.fields {
-            record.insert(name.into_owned(), field);
-        }
-        Ok(RecordChange::Upsert(record))
-    }
+    Ok(())
 }
 
 /// The id a lookup's navigation property gives: null, the id a `$ref` object
@@ -516,6 +496,88 @@ mod tests {
         assert_eq!(
             value_from_raw("[1, 2]").unwrap(),
             Value::Json("[1, 2]".into())
+        );
+    }
+
+    use crate::value::Field;
+
+    fn decoder() -> RecordDecoder {
+        use crate::metadata::{AttributeMetadata, AttributeType};
+        RecordDecoder::new(
+            EntityMetadata::new("contact", "contacts", "contactid")
+                .with_attribute(AttributeMetadata::new(
+                    "contactid",
+                    AttributeType::Uniqueidentifier,
+                ))
+                .with_attribute(AttributeMetadata::new(
+                    "parentcustomerid",
+                    AttributeType::Customer,
+                )),
+        )
+    }
+
+    fn field(value: Value, formatted: Option<&str>, table: Option<&str>) -> Field {
+        Field {
+            value,
+            formatted: formatted.map(str::to_owned),
+            lookup_entity: table.map(str::to_owned),
+        }
+    }
+
+    fn text(value: &str) -> Value {
+        Value::String(value.to_owned())
+    }
+
+    #[test]
+    fn rows_of_one_page_may_differ_in_keys_order_and_annotations() {
+        let body = r#"{"value":[
+            {"contactid":"1","age":30,"_parentcustomerid_value@Microsoft.Dynamics.CRM.lookuplogicalname":"account","_parentcustomerid_value":"a1"},
+            {"age":31,"contactid":"2","_parentcustomerid_value":"a2","_parentcustomerid_value@Microsoft.Dynamics.CRM.lookuplogicalname":"contact","nickname":"Bo"},
+            {"contactid":"3","statecode@OData.Community.Display.V1.FormattedValue":"Active","_other_value":"x"}
+        ]}"#;
+        let changes = decoder().decode_changes(body.as_bytes()).unwrap();
+        let records: Vec<&Record> = changes.iter().filter_map(RecordChange::record).collect();
+
+        let mut first = Record::new("1");
+        first.insert("contactid", Field::new(text("1")));
+        first.insert(
+            "age",
+            Field::new(Value::Number(Number::parse("30").unwrap())),
+        );
+        first.insert("parentcustomerid", field(text("a1"), None, Some("account")));
+        let mut second = Record::new("2");
+        second.insert("contactid", Field::new(text("2")));
+        second.insert(
+            "age",
+            Field::new(Value::Number(Number::parse("31").unwrap())),
+        );
+        second.insert("parentcustomerid", field(text("a2"), None, Some("contact")));
+        second.insert("nickname", Field::new(text("Bo")));
+        let mut third = Record::new("3");
+        third.insert("contactid", Field::new(text("3")));
+        third.insert("statecode", field(Value::Null, Some("Active"), None));
+        // Not a lookup of the table: the property keeps its name.
+        third.insert("_other_value", Field::new(text("x")));
+        assert_eq!(records, [&first, &second, &third]);
+        assert_eq!(
+            records[1]
+                .fields()
+                .map(|(name, _)| name)
+                .collect::<Vec<_>>(),
+            ["age", "contactid", "nickname", "parentcustomerid"]
+        );
+    }
+
+    #[test]
+    fn a_body_that_is_not_utf8_is_a_decode_error() {
+        let error = decoder()
+            .decode_changes(b"{\"value\":[{\"contactid\":\"\xff\"}]}")
+            .unwrap_err();
+        assert!(error.to_string().contains("not UTF-8"), "{error}");
+        assert!(
+            decoder()
+                .decode_record(b"{\"contactid\":\"\xff\"}")
+                .is_err()
         );
     }
 }

@@ -2,16 +2,15 @@
 //! outcomes.
 
 use super::MODIFIED_ON;
-use super::checkpoint::{CHECKPOINT_VERSION, Checkpoint, Position, ReadMode, Watermark};
-use super::decode::RecordDecoder;
+use super::checkpoint::{Checkpoint, Position, ReadMode, Watermark};
+use super::decode::{DecodedPage, RecordDecoder};
 use super::page::{Page, RecordChange};
+use super::start::{FirstRequest, SequentialStart};
 use crate::client::{DataverseClient, Prefer};
 use crate::error::{Error, ErrorKind, Result};
-use crate::metadata::EntityMetadata;
 use chrono::{DateTime, Utc};
 use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
-use std::sync::Arc;
 
 /// Dataverse: the change-tracking token has expired.
 const EXPIRED_TOKEN: &str = "0x80044352";
@@ -51,130 +50,34 @@ impl std::fmt::Debug for Reader {
 }
 
 impl Reader {
+    /// A reader ready to send the first request of `start`: its query made a URL under the
+    /// Web API base, or its checkpoint link checked to be the instance's (refused with a
+    /// [`Protocol`](ErrorKind::Protocol) error otherwise). Sends nothing.
     pub fn new(
         client: DataverseClient,
         decoder: RecordDecoder,
         prefer: Prefer,
         base: Checkpoint,
-    ) -> Self {
-        Self {
+        start: SequentialStart,
+    ) -> Result<Self> {
+        let first = match start.first {
+            FirstRequest::Query(path) => client.web_api_url(&path)?.into(),
+            FirstRequest::Link { link, what } => {
+                client.exact_url(&link, what)?;
+                link
+            }
+        };
+        Ok(Self {
             client,
             decoder,
             prefer,
             base,
-            next: None,
-            pages: 0,
-            since: None,
-            reached: None,
-            followed: HashSet::new(),
-        }
-    }
-
-    /// The reader's client, decoder, preferences and checkpoint fields, for a partitioned
-    /// read of the same table, columns and filter.
-    pub fn into_parts(self) -> (DataverseClient, RecordDecoder, Prefer, Checkpoint) {
-        (self.client, self.decoder, self.prefer, self.base)
-    }
-
-    pub fn base(&self) -> &Checkpoint {
-        &self.base
-    }
-
-    pub fn client(&self) -> &DataverseClient {
-        &self.client
-    }
-
-    pub fn metadata(&self) -> &Arc<EntityMetadata> {
-        self.decoder.metadata()
-    }
-
-    /// Sets where the read starts: `url`, a checked link or a URL of the crate's own.
-    pub fn continue_at(
-        &mut self,
-        url: impl Into<String>,
-        pages: u32,
-        since: Option<Watermark>,
-        reached: Option<Watermark>,
-    ) {
-        let url = url.into();
-        self.followed.insert(link_hash(&url));
-        self.next = Some(url);
-        self.pages = pages;
-        self.since = since;
-        self.reached = reached;
-    }
-
-    /// Accepts a checkpoint made for exactly this read, returning its position. One made for
-    /// another table, mode, column set or filter (a job whose mapping changed) cannot say what
-    /// this read has not seen yet: that asks for a full read, as an expired delta token does.
-    pub fn check_checkpoint(&self, checkpoint: Checkpoint) -> Result<Position> {
-        let base = &self.base;
-        if checkpoint.version != CHECKPOINT_VERSION {
-            return Err(Error::new(
-                ErrorKind::ResyncRequired,
-                format!(
-                    "the checkpoint has format version {}, this crate reads version {CHECKPOINT_VERSION}; read everything again without it",
-                    checkpoint.version
-                ),
-            ));
-        }
-        let mut differences = Vec::new();
-        if checkpoint.entity != base.entity {
-            differences.push(format!(
-                "it was made for table `{}`, this source reads `{}`",
-                checkpoint.entity, base.entity
-            ));
-        }
-        if checkpoint.mode != base.mode {
-            differences.push(format!(
-                "it was made for a {} read, this source reads in {} mode",
-                checkpoint.mode, base.mode
-            ));
-        }
-        if checkpoint.columns != base.columns {
-            differences.push(format!(
-                "it was made for the columns [{}], this source reads [{}]",
-                checkpoint.columns.join(", "),
-                base.columns.join(", ")
-            ));
-        }
-        if checkpoint.filter != base.filter {
-            differences.push(format!(
-                "it was made for the filter {}, this source uses {}",
-                describe_filter(checkpoint.filter.as_deref()),
-                describe_filter(base.filter.as_deref())
-            ));
-        }
-        let consistent = match (&checkpoint.position, base.mode) {
-            (Position::Reading { .. } | Position::Partitioned(_), _) => true,
-            (Position::Delta { .. }, ReadMode::ChangeTracking) => true,
-            (Position::Watermark { .. }, ReadMode::ModifiedOn) => true,
-            (Position::Complete, ReadMode::Full) => true,
-            _ => checkpoint.mode != base.mode,
-        };
-        if !consistent {
-            differences.push(format!(
-                "its position does not belong to a {} read",
-                base.mode
-            ));
-        }
-        if !differences.is_empty() {
-            return Err(Error::new(
-                ErrorKind::ResyncRequired,
-                format!(
-                    "the checkpoint cannot be resumed by this source: {}; read everything again without it (or resume it with the source it was made for)",
-                    differences.join("; ")
-                ),
-            ));
-        }
-        Ok(checkpoint.position)
-    }
-
-    /// Checks a next or delta link, refusing one that leaves the instance, and returns it as
-    /// written.
-    pub fn check_link(&self, link: &str, what: &str) -> Result<String> {
-        self.client.exact_url(link, what)?;
-        Ok(link.to_owned())
+            followed: HashSet::from([link_hash(&first)]),
+            next: Some(first),
+            pages: start.pages,
+            since: start.since,
+            reached: start.reached,
+        })
     }
 
     /// Fetches, decodes and returns the next page. Only called while a page is due.
@@ -184,71 +87,16 @@ impl Reader {
             .take()
             .ok_or_else(|| Error::new(ErrorKind::Protocol, "the read has already finished"))?;
         let number = self.pages + 1;
-        let table = self.base.entity.clone();
-        let response = self
-            .client
-            .get(&url, &self.prefer)
-            .await
-            .map_err(|e| self.classify(e))?;
-        let decoded = self.decoder.decode_page(&response.body).map_err(|e| {
-            Error::decode(format!(
-                "page {number} of `{table}` could not be decoded: {e}"
-            ))
-        })?;
-        let preference_applied = response.preference_applied;
-        drop(response.body);
-
+        let (decoded, preference_applied) = self.fetch(&url, number).await?;
         let mut changes = decoded.changes;
         if self.base.mode == ReadMode::ModifiedOn {
             changes = self.apply_watermark(changes, number)?;
         }
-
-        let position = if let Some(link) = decoded.next_link {
-            let next = self.check_link(&link, &format!("next link of page {number}"))?;
-            if !self.followed.insert(link_hash(&next)) {
-                let whither = if next == url {
-                    "to itself as its next page"
-                } else {
-                    "back to a page this read already requested"
-                };
-                return Err(Error::new(
-                    ErrorKind::Protocol,
-                    format!(
-                        "page {number} of `{table}` links {whither} (`{}`); stopped instead of reading the same pages forever",
-                        without_tokens(&next)
-                    ),
-                ));
-            }
-            self.next = Some(next);
-            Position::Reading {
-                next_link: link,
-                pages: number,
-                since: self.since.clone(),
-                reached: self.reached.clone(),
-            }
-        } else {
-            match self.base.mode {
-                ReadMode::ChangeTracking => {
-                    let link = decoded.delta_link.ok_or_else(|| {
-                        Error::new(
-                            ErrorKind::Protocol,
-                            format!(
-                                "the change-tracking read of `{table}` ended without a delta link (Preference-Applied: {}); the table may not be enabled for change tracking: refresh its metadata and read again",
-                                preference_applied.as_deref().unwrap_or("none")
-                            ),
-                        )
-                    })?;
-                    self.check_link(&link, &format!("delta link of page {number}"))?;
-                    Position::Delta { delta_link: link }
-                }
-                ReadMode::ModifiedOn => Position::Watermark {
-                    watermark: self.reached.clone(),
-                },
-                ReadMode::Full | ReadMode::Auto => Position::Complete,
-            }
+        let position = match decoded.next_link {
+            Some(link) => self.follow(link, &url, number)?,
+            None => self.end(decoded.delta_link, preference_applied.as_deref(), number)?,
         };
         self.pages = number;
-        let last = self.next.is_none();
         Ok(Page {
             changes,
             checkpoint: Checkpoint {
@@ -256,9 +104,86 @@ impl Reader {
                 ..self.base.clone()
             },
             number,
-            last,
+            last: self.next.is_none(),
             counts: decoded.counts,
         })
+    }
+
+    /// GETs page `number` at `url` and decodes it, dropping the body; with the server's
+    /// `Preference-Applied`.
+    async fn fetch(&self, url: &str, number: u32) -> Result<(DecodedPage, Option<String>)> {
+        let response = self
+            .client
+            .get(url, &self.prefer)
+            .await
+            .map_err(|e| self.classify(e))?;
+        let decoded = self.decoder.decode_page(&response.body).map_err(|e| {
+            Error::decode(format!(
+                "page {number} of `{}` could not be decoded: {e}",
+                self.base.entity
+            ))
+        })?;
+        Ok((decoded, response.preference_applied))
+    }
+
+    /// Takes the next link of page `number` (fetched from `url`) as the next page, refusing
+    /// one that leaves the instance or leads back to a page already requested.
+    fn follow(&mut self, link: String, url: &str, number: u32) -> Result<Position> {
+        self.client
+            .exact_url(&link, &format!("next link of page {number}"))?;
+        if !self.followed.insert(link_hash(&link)) {
+            let whither = if link == url {
+                "to itself as its next page"
+            } else {
+                "back to a page this read already requested"
+            };
+            return Err(Error::new(
+                ErrorKind::Protocol,
+                format!(
+                    "page {number} of `{}` links {whither} (`{}`); stopped instead of reading the same pages forever",
+                    self.base.entity,
+                    without_tokens(&link)
+                ),
+            ));
+        }
+        self.next = Some(link.clone());
+        Ok(Position::Reading {
+            next_link: link,
+            pages: number,
+            since: self.since.clone(),
+            reached: self.reached.clone(),
+        })
+    }
+
+    /// Where the read stands after its last page, `number`: for change tracking, at the delta
+    /// link that page carried (checked to be the instance's).
+    fn end(
+        &self,
+        delta_link: Option<String>,
+        preference_applied: Option<&str>,
+        number: u32,
+    ) -> Result<Position> {
+        match self.base.mode {
+            ReadMode::ChangeTracking => {
+                let link = delta_link.ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::Protocol,
+                        format!(
+                            "the change-tracking read of `{}` ended without a delta link (Preference-Applied: {}); the table may not be enabled for change tracking: refresh its metadata and read again",
+                            self.base.entity,
+                            preference_applied.unwrap_or("none")
+                        ),
+                    )
+                })?;
+                self.client
+                    .exact_url(&link, &format!("delta link of page {number}"))?;
+                Ok(Position::Delta { delta_link: link })
+            }
+            ReadMode::ModifiedOn => Ok(Position::Watermark {
+                watermark: self.reached.clone(),
+            }),
+            ReadMode::Full | ReadMode::Auto => Ok(Position::Complete),
+        }
     }
 
     /// `modified_on`: drops the records already returned at the starting watermark and moves
@@ -353,8 +278,4 @@ fn without_tokens(link: &str) -> String {
     } else {
         format!("{path}?{}", kept.join("&"))
     }
-}
-
-fn describe_filter(filter: Option<&str>) -> String {
-    filter.map_or_else(|| "(none)".to_owned(), |f| format!("`{f}`"))
 }

@@ -7,7 +7,9 @@ mod page;
 mod parallel;
 mod partition;
 mod plan;
+mod query;
 mod sql_order;
+mod start;
 
 pub use checkpoint::{Checkpoint, ReadMode};
 pub use decode::RecordDecoder;
@@ -19,14 +21,14 @@ pub(crate) use parallel::table_count;
 
 use crate::client::{DataverseClient, Prefer};
 use crate::error::{Error, ErrorKind, Result};
-use crate::filter::{Filter, FilterValue, encode_query_value, is_identifier, printable};
+use crate::filter::{Filter, is_identifier, printable};
 use crate::metadata::EntityMetadata;
-use checkpoint::{CHECKPOINT_VERSION, Position, Progress, Watermark};
+use checkpoint::{CHECKPOINT_VERSION, Position, Progress};
 use futures::{Stream, StreamExt};
 use incremental::Reader;
+use start::{ReadSettings, ReadStart, start};
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use url::Url;
 
 /// The largest page Dataverse serves (`Prefer: odata.maxpagesize`).
 pub const MAX_PAGE_SIZE: u32 = 5000;
@@ -292,12 +294,65 @@ impl EntitySource {
         .boxed()
     }
 
-    /// Checks the setup and works out how the read starts.
+    /// Checks the setup and works out how the read starts; sends nothing.
     fn plan(self) -> Result<Plan> {
-        let metadata = Arc::clone(&self.metadata);
-        let primary = metadata.primary_id_attribute();
-        let entity_set = metadata.entity_set_name();
-        if !is_identifier(entity_set) || !is_identifier(primary) {
+        let settings = self.settings()?;
+        let decoder = RecordDecoder::new(Arc::clone(&self.metadata));
+        Ok(match start(&settings, self.checkpoint)? {
+            ReadStart::Sequential(at) => {
+                let base = settings.base;
+                let reader = Reader::new(self.client, decoder, settings.prefer, base, at)?;
+                Plan::Sequential(Box::new(reader))
+            }
+            ReadStart::Partitioned(progress) => {
+                let shape = parallel::Shape::new(self.client, decoder, settings, self.known_count);
+                Plan::Partitioned(Box::new(shape), self.parallelism, progress)
+            }
+        })
+    }
+
+    /// The read's settings: the setup checked against the metadata (every problem with the
+    /// columns and the filter reported at once, as a [`Config`](ErrorKind::Config) error) and
+    /// the mode resolved.
+    fn settings(&self) -> Result<ReadSettings> {
+        self.check_table_and_page_size()?;
+        let (mut select, filter) = self.select_and_filter()?;
+        let mode = self.resolve_mode(filter.is_some())?;
+        if mode == ReadMode::ModifiedOn && !select.iter().any(|s| s == MODIFIED_ON) {
+            select.push(MODIFIED_ON.to_owned());
+        }
+        let columns = self.columns.iter().cloned().collect::<BTreeSet<_>>();
+        Ok(ReadSettings {
+            base: Checkpoint {
+                version: CHECKPOINT_VERSION,
+                entity: self.metadata.logical_name().to_owned(),
+                mode,
+                columns: columns.into_iter().collect(),
+                filter,
+                position: Position::Complete,
+                runs: 0,
+            },
+            entity_set: self.metadata.entity_set_name().to_owned(),
+            primary: self.metadata.primary_id_attribute().to_owned(),
+            select,
+            prefer: Prefer {
+                max_page_size: Some(self.page_size),
+                formatted_values: self.formatted_values,
+                lookup_tables: self.lookup_tables,
+                total_count: self.count,
+                track_changes: mode == ReadMode::ChangeTracking,
+            },
+            parallelism: self.parallelism,
+        })
+    }
+
+    /// Refuses metadata whose names cannot be put in a URL, and a page size Dataverse does not
+    /// serve.
+    fn check_table_and_page_size(&self) -> Result<()> {
+        let metadata = &self.metadata;
+        if !is_identifier(metadata.entity_set_name())
+            || !is_identifier(metadata.primary_id_attribute())
+        {
             return Err(Error::config(format!(
                 "the metadata of `{}` has an invalid entity set name or primary id attribute",
                 metadata.logical_name()
@@ -309,30 +364,29 @@ impl EntitySource {
                 self.page_size
             )));
         }
+        Ok(())
+    }
 
-        // Columns: every one checked, every problem reported at once.
+    /// `$select` (the primary id, then each column's property) and the rendered filter; every
+    /// unknown or unreadable column is reported at once.
+    fn select_and_filter(&self) -> Result<(Vec<String>, Option<String>)> {
+        let metadata = &self.metadata;
         let mut problems = Vec::new();
-        let mut select = vec![primary.to_owned()];
+        let mut select = vec![metadata.primary_id_attribute().to_owned()];
         for column in &self.columns {
-            match property_of(&metadata, column) {
-                Ok(property) => {
-                    if !select.contains(&property) {
-                        select.push(property);
-                    }
-                }
+            match property_of(metadata, column) {
+                Ok(property) if !select.contains(&property) => select.push(property),
+                Ok(_) => {}
                 Err(problem) => problems.push(problem),
             }
         }
-        let filter = match &self.filter {
-            Some(filter) => match filter
-                .render(&mut |column| property_of(&metadata, column).map_err(Error::config))
-            {
-                Ok(rendered) => Some(rendered),
-                Err(e) => {
-                    problems.push(e.to_string());
-                    None
-                }
-            },
+        let mut resolve = |column: &str| property_of(metadata, column).map_err(Error::config);
+        let filter = match self.filter.as_ref().map(|f| f.render(&mut resolve)) {
+            Some(Ok(rendered)) => Some(rendered),
+            Some(Err(e)) => {
+                problems.push(e.to_string());
+                None
+            }
             None => None,
         };
         if !problems.is_empty() {
@@ -342,94 +396,7 @@ impl EntitySource {
                 problems.join("; ")
             )));
         }
-        let columns: Vec<String> = self
-            .columns
-            .iter()
-            .cloned()
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
-
-        let mode = self.resolve_mode(filter.is_some())?;
-        if mode == ReadMode::ModifiedOn && !select.iter().any(|s| s == MODIFIED_ON) {
-            select.push(MODIFIED_ON.to_owned());
-        }
-
-        let prefer = Prefer {
-            max_page_size: Some(self.page_size),
-            formatted_values: self.formatted_values,
-            lookup_tables: self.lookup_tables,
-            total_count: self.count,
-            track_changes: mode == ReadMode::ChangeTracking,
-        };
-        let base = Checkpoint {
-            version: CHECKPOINT_VERSION,
-            entity: metadata.logical_name().to_owned(),
-            mode,
-            columns,
-            filter,
-            position: Position::Complete,
-            runs: 0,
-        };
-        let mut reader = Reader::new(self.client, RecordDecoder::new(metadata), prefer, base);
-
-        let position = match self.checkpoint {
-            Some(checkpoint) => Some(reader.check_checkpoint(checkpoint)?),
-            None => None,
-        };
-        let partitioned = match &position {
-            Some(Position::Partitioned(_)) => true,
-            _ if self.parallelism.is_sequential() => false,
-            None | Some(Position::Complete) => true,
-            Some(_) => false,
-        };
-        if partitioned {
-            let (client, decoder, prefer, base) = reader.into_parts();
-            let shape = parallel::Shape {
-                client,
-                decoder,
-                prefer: Prefer {
-                    track_changes: false,
-                    ..prefer
-                },
-                select: select.join(","),
-                filter: base.filter.clone(),
-                known_count: self.known_count,
-                base,
-            };
-            return Ok(Plan::Partitioned(
-                Box::new(shape),
-                self.parallelism,
-                match position {
-                    Some(Position::Partitioned(progress)) => Some(progress),
-                    _ => None,
-                },
-            ));
-        }
-        match position {
-            Some(Position::Reading {
-                next_link,
-                pages,
-                since,
-                reached,
-            }) => {
-                let url = reader.check_link(&next_link, "next link of the checkpoint")?;
-                reader.continue_at(url, pages, since, reached);
-            }
-            Some(Position::Delta { delta_link }) => {
-                let url = reader.check_link(&delta_link, "delta link of the checkpoint")?;
-                reader.continue_at(url, 0, None, None);
-            }
-            Some(Position::Watermark { watermark }) => {
-                let url = first_url(&reader, &select, watermark.as_ref(), self.count)?;
-                reader.continue_at(url, 0, watermark.clone(), watermark);
-            }
-            Some(Position::Complete | Position::Partitioned(_)) | None => {
-                let url = first_url(&reader, &select, None, self.count)?;
-                reader.continue_at(url, 0, None, None);
-            }
-        }
-        Ok(Plan::Sequential(Box::new(reader)))
+        Ok((select, filter))
     }
 
     /// Picks the mode for this read.
@@ -506,47 +473,6 @@ impl Read {
             Read::Partitioned(read) => read.next_page().await,
         }
     }
-}
-
-/// The first URL of a read: `$select`, `$filter` (with the watermark), `$orderby`, `$count`.
-fn first_url(
-    reader: &Reader,
-    select: &[String],
-    since: Option<&Watermark>,
-    count: bool,
-) -> Result<Url> {
-    let base = reader.base();
-    let metadata = reader.metadata();
-    let mut query = String::from("$select=");
-    encode_query_value(&select.join(","), &mut query);
-    let filter = match (since, &base.filter) {
-        (Some(w), Some(user)) => Some(format!(
-            "({MODIFIED_ON} ge {}) and ({user})",
-            FilterValue::date_time_utc(w.modified_on)
-        )),
-        (Some(w), None) => Some(format!(
-            "{MODIFIED_ON} ge {}",
-            FilterValue::date_time_utc(w.modified_on)
-        )),
-        (None, user) => user.clone(),
-    };
-    if let Some(filter) = filter {
-        query.push_str("&$filter=");
-        encode_query_value(&filter, &mut query);
-    }
-    if base.mode == ReadMode::ModifiedOn {
-        query.push_str("&$orderby=");
-        encode_query_value(
-            &format!("{MODIFIED_ON} asc,{} asc", metadata.primary_id_attribute()),
-            &mut query,
-        );
-    }
-    if count {
-        query.push_str("&$count=true");
-    }
-    reader
-        .client()
-        .web_api_url(&format!("{}?{query}", metadata.entity_set_name()))
 }
 
 /// The Web API property of column `column` (`_x_value` for lookups), or why it cannot be read.

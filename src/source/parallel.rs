@@ -16,55 +16,73 @@ use super::incremental::Reader;
 use super::page::{Page, PageCounts, RecordChange};
 use super::partition::{Bounds, Parallelism, Partition};
 use super::plan::ReadPlan;
+use super::query::{Query, all_of, with_select};
 use super::sql_order::SqlGuid;
+use super::start::{FirstRequest, ReadSettings, SequentialStart};
 use crate::client::{DataverseClient, Prefer};
-use crate::error::{Error, Result};
-use crate::filter::encode_query_value;
+use crate::error::{Error, ErrorKind, Result};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use tokio::sync::mpsc;
 use url::Url;
 
 /// What every request of the read shares.
 pub(super) struct Shape {
-    pub client: DataverseClient,
-    pub decoder: RecordDecoder,
+    client: DataverseClient,
+    decoder: RecordDecoder,
     /// The data pages' preferences (never change tracking).
-    pub prefer: Prefer,
+    prefer: Prefer,
     /// `$select`, joined.
-    pub select: String,
+    select: String,
     /// The user's filter, rendered.
-    pub filter: Option<String>,
+    filter: Option<String>,
     /// The table's count, when the caller already asked for it.
-    pub known_count: Option<u64>,
+    known_count: Option<u64>,
     /// The checkpoint fields that do not change during the read.
-    pub base: Checkpoint,
+    base: Checkpoint,
 }
 
 impl Shape {
+    /// The shape of a partitioned read of `settings` (the table's count given when known).
+    pub fn new(
+        client: DataverseClient,
+        decoder: RecordDecoder,
+        settings: ReadSettings,
+        known_count: Option<u64>,
+    ) -> Self {
+        Self {
+            client,
+            decoder,
+            prefer: Prefer {
+                track_changes: false,
+                ..settings.prefer
+            },
+            select: settings.select.join(","),
+            filter: settings.base.filter.clone(),
+            known_count,
+            base: settings.base,
+        }
+    }
+
     fn primary(&self) -> &str {
         self.decoder.metadata().primary_id_attribute()
     }
 
     /// `<set>?$select=..&$filter=..&$orderby=..`, the filter being the user's and `extra`.
     fn url(&self, select: &str, extra: Option<String>, orderby: &str) -> Result<Url> {
-        let mut query = String::from("$select=");
-        encode_query_value(select, &mut query);
-        let filter = match (&self.filter, extra) {
-            (Some(user), Some(extra)) => Some(format!("({user}) and ({extra})")),
-            (user, extra) => extra.or_else(|| user.clone()),
+        let filter = all_of(self.filter.clone(), extra);
+        let query = Query {
+            select,
+            filter: filter.as_deref(),
+            order_by: Some(orderby),
+            count: false,
         };
-        if let Some(filter) = filter {
-            query.push_str("&$filter=");
-            encode_query_value(&filter, &mut query);
-        }
-        query.push_str("&$orderby=");
-        encode_query_value(orderby, &mut query);
         let set = self.decoder.metadata().entity_set_name();
-        self.client.web_api_url(&format!("{set}?{query}"))
+        self.client.web_api_url(&query.path(set))
     }
 
     /// The first value of `column` among the rows `extra` selects, in the order `orderby`,
@@ -201,21 +219,6 @@ fn parse_id(text: &str) -> Result<SqlGuid> {
     })
 }
 
-/// `link` with its `$select` replaced by `select`: the ids-only tracking read's delta token,
-/// asked for with the data read's columns (the token is a version of the table, not of the
-/// columns). Everything else stays as the server wrote it.
-fn with_select(link: &str, select: &str) -> String {
-    let (base, query) = link.split_once('?').unwrap_or((link, ""));
-    let mut encoded = String::from("$select=");
-    encode_query_value(select, &mut encoded);
-    let mut parts: Vec<&str> = query
-        .split('&')
-        .filter(|part| !part.is_empty() && !part.starts_with("$select="))
-        .collect();
-    parts.insert(0, &encoded);
-    format!("{base}?{}", parts.join("&"))
-}
-
 /// How a fresh read is divided: its first page is read alone (which is all a small table
 /// needs), then the rest is divided among the slots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -253,8 +256,9 @@ enum Done {
         result: Result<Bytes>,
     },
     Tracking {
-        reader: Box<Reader>,
-        result: Result<Box<Page>>,
+        task: TrackingTask,
+        /// The link after the task's next page; `None` when the task ended without one.
+        link: Option<Result<Tracking>>,
     },
 }
 
@@ -264,12 +268,69 @@ enum TrackingRead {
     None,
     /// New: its first page is yet to be read.
     Unstarted(Box<Reader>),
-    /// Between two pages.
+    /// Ready to read its remaining pages.
     Idle(Box<Reader>),
-    /// A page is being fetched.
+    /// Reading on its own task, whose next link is awaited among the fetches.
     Running,
     /// Finished.
     Finished,
+}
+
+/// The tracking read's remaining pages, read on a task of their own: the read is the longest
+/// chain of requests, so each page is asked for as soon as the one before it arrives, however
+/// long the caller takes with the data pages. The task ends when this is dropped.
+struct TrackingTask {
+    links: mpsc::UnboundedReceiver<Result<Tracking>>,
+    _task: AbortOnDrop,
+}
+
+impl TrackingTask {
+    fn spawn(mut reader: Box<Reader>) -> Self {
+        let (sender, links) = mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            loop {
+                let link = reader.next_page().await.and_then(|page| link_after(&page));
+                let finished = !matches!(link, Ok(Tracking::NextLink(_)));
+                if sender.send(link).is_err() || finished {
+                    return;
+                }
+            }
+        });
+        Self {
+            links,
+            _task: AbortOnDrop(task),
+        }
+    }
+
+    /// Waits for the next page's link.
+    async fn next(mut self) -> Done {
+        let link = self.links.recv().await;
+        Done::Tracking { task: self, link }
+    }
+}
+
+/// The tracking read's link after `page`: its delta link at the end, else its next link.
+fn link_after(page: &Page) -> Result<Tracking> {
+    match (page.checkpoint.delta_link(), page.checkpoint.next_link()) {
+        (Some(delta), _) => Ok(Tracking::DeltaLink(delta.to_owned())),
+        (None, Some(next)) => Ok(Tracking::NextLink(next.to_owned())),
+        (None, None) => Err(Error::new(
+            ErrorKind::Service,
+            format!(
+                "page {} of the change-tracking read came with neither a next link nor a delta link; run the job again",
+                page.number
+            ),
+        )),
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// A partitioned read in progress.
@@ -420,41 +481,49 @@ impl PartitionedRead {
     /// The ids-only change-tracking read: resumed from `stored`, or new (its first page is
     /// read before any data page).
     fn prepare_tracking(&mut self, stored: Option<Tracking>) -> Result<TrackingRead> {
+        match stored {
+            Some(Tracking::DeltaLink(link)) => {
+                self.tracking_link = Some(Tracking::DeltaLink(link));
+                Ok(TrackingRead::Finished)
+            }
+            Some(Tracking::NextLink(link)) => {
+                let reader = self.tracking_reader(FirstRequest::Link {
+                    link: link.clone(),
+                    what: "tracking link of the checkpoint",
+                })?;
+                self.tracking_link = Some(Tracking::NextLink(link));
+                Ok(TrackingRead::Idle(reader))
+            }
+            None => {
+                let ids_only = Query {
+                    select: self.shape.primary(),
+                    filter: None,
+                    order_by: None,
+                    count: false,
+                };
+                let set = self.shape.decoder.metadata().entity_set_name();
+                let first = FirstRequest::Query(ids_only.path(set));
+                Ok(TrackingRead::Unstarted(self.tracking_reader(first)?))
+            }
+        }
+    }
+
+    /// A reader of the ids-only change-tracking read, starting with `first`.
+    fn tracking_reader(&self, first: FirstRequest) -> Result<Box<Reader>> {
         let shape = &self.shape;
         let prefer = Prefer {
             max_page_size: Some(super::MAX_PAGE_SIZE),
             track_changes: true,
             ..Prefer::default()
         };
-        let mut reader = Reader::new(
-            shape.client.clone(),
-            RecordDecoder::new(Arc::clone(shape.decoder.metadata())),
-            prefer,
-            Checkpoint {
-                columns: Vec::new(),
-                ..shape.base.clone()
-            },
-        );
-        match stored {
-            Some(Tracking::DeltaLink(link)) => {
-                self.tracking_link = Some(Tracking::DeltaLink(link));
-                return Ok(TrackingRead::Finished);
-            }
-            Some(Tracking::NextLink(link)) => {
-                let url = reader.check_link(&link, "tracking link of the checkpoint")?;
-                reader.continue_at(url, 0, None, None);
-                self.tracking_link = Some(Tracking::NextLink(link));
-                return Ok(TrackingRead::Idle(Box::new(reader)));
-            }
-            None => {}
-        }
-        let primary = shape.primary();
-        let set = shape.decoder.metadata().entity_set_name();
-        let url = shape
-            .client
-            .web_api_url(&format!("{set}?$select={primary}"))?;
-        reader.continue_at(url, 0, None, None);
-        Ok(TrackingRead::Unstarted(Box::new(reader)))
+        let base = Checkpoint {
+            columns: Vec::new(),
+            ..shape.base.clone()
+        };
+        let decoder = RecordDecoder::new(Arc::clone(shape.decoder.metadata()));
+        let start = SequentialStart::fresh(first);
+        let reader = Reader::new(shape.client.clone(), decoder, prefer, base, start)?;
+        Ok(Box::new(reader))
     }
 
     /// Reads a new tracking read's first page, alongside `division` (which sends no data page),
@@ -477,21 +546,33 @@ impl PartitionedRead {
         };
         let (first, divided) = futures::join!(first_page, division(self));
         if let Some((reader, page)) = first {
-            self.tracking = self.tracking_after(reader, page?);
+            let link = link_after(&page?)?;
+            self.tracking = match link {
+                Tracking::DeltaLink(_) => TrackingRead::Finished,
+                Tracking::NextLink(_) => TrackingRead::Idle(reader),
+            };
+            self.tracking_link = Some(link);
         }
         divided
     }
 
-    /// The tracking read's state after `page`.
-    fn tracking_after(&mut self, reader: Box<Reader>, page: Page) -> TrackingRead {
-        if let Some(delta) = page.checkpoint.delta_link() {
-            self.tracking_link = Some(Tracking::DeltaLink(delta.to_owned()));
-            return TrackingRead::Finished;
-        }
-        if let Some(next) = page.checkpoint.next_link() {
-            self.tracking_link = Some(Tracking::NextLink(next.to_owned()));
-        }
-        TrackingRead::Idle(reader)
+    /// Takes the tracking task's link after its next page, and waits for the one after.
+    fn tracking_after(&mut self, task: TrackingTask, link: Option<Result<Tracking>>) -> Result<()> {
+        let link = link.ok_or_else(|| {
+            Error::new(
+                ErrorKind::Service,
+                "the change-tracking read stopped before its delta link; run the job again",
+            )
+        })??;
+        self.tracking = match link {
+            Tracking::DeltaLink(_) => TrackingRead::Finished,
+            Tracking::NextLink(_) => {
+                self.fetches.push(Box::pin(task.next()));
+                TrackingRead::Running
+            }
+        };
+        self.tracking_link = Some(link);
+        Ok(())
     }
 
     fn add(&mut self, bounds: Bounds) {
@@ -527,9 +608,7 @@ impl PartitionedRead {
                     let fetched = self.shape.decode(&result?)?;
                     return self.accept(key, fetched).map(Some);
                 }
-                Some(Done::Tracking { reader, result }) => {
-                    self.tracking = self.tracking_after(reader, *result?);
-                }
+                Some(Done::Tracking { task, link }) => self.tracking_after(task, link)?,
                 None => {}
             }
             if self.is_complete() {
@@ -560,15 +639,13 @@ impl PartitionedRead {
             }));
         }
         if matches!(self.tracking, TrackingRead::Idle(_)) {
-            let TrackingRead::Idle(mut reader) =
+            let TrackingRead::Idle(reader) =
                 std::mem::replace(&mut self.tracking, TrackingRead::Running)
             else {
                 return;
             };
-            self.fetches.push(Box::pin(async move {
-                let result = reader.next_page().await.map(Box::new);
-                Done::Tracking { reader, result }
-            }));
+            self.fetches
+                .push(Box::pin(TrackingTask::spawn(reader).next()));
         }
     }
 
@@ -739,6 +816,8 @@ impl PartitionedRead {
                 pages: self.pages + 1,
                 ..self.progress()
             }),
+            // The ids-only read's delta token, asked for with the data read's columns (the
+            // token is a version of the table, not of the columns).
             (ReadMode::ChangeTracking, Some(Tracking::DeltaLink(link))) => Position::Delta {
                 delta_link: with_select(link, &self.shape.select),
             },

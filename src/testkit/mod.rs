@@ -100,6 +100,14 @@
 //! ```
 //!
 //! The rows are kept as JSON maps: about 3.5 KB each, so a million rows need about 3.5 GB.
+//!
+//! # Test helpers
+//!
+//! - [`VirtualClock`]: give it to
+//!   [`ClientOptions::with_clock`](crate::ClientOptions::with_clock) and retries, throttling
+//!   pauses and token expiry never really wait; it records every wait.
+//! - [`entity_metadata_from_dataverse_json`] and [`attributes_from_dataverse_json`]: metadata
+//!   from `EntityDefinitions` documents recorded from a real environment.
 
 mod bulk;
 mod filter;
@@ -117,6 +125,9 @@ mod token;
 pub use bulk::AccountShape;
 pub use limits::{ServiceLimits, ThrottleCounts};
 pub use state::{AttributeDef, EntityDef};
+
+pub use crate::metadata::{attributes_from_dataverse_json, entity_metadata_from_dataverse_json};
+pub use crate::transport::VirtualClock;
 
 use reply::{ApiError, Reply};
 use state::State;

@@ -10,7 +10,9 @@ mod proxy;
 mod retry;
 mod status;
 
-pub use clock::{Clock, SystemClock, VirtualClock};
+#[cfg(feature = "testkit")]
+pub use clock::VirtualClock;
+pub use clock::{Clock, SystemClock};
 pub use governor::ThrottleStats;
 pub use retry::RetryPolicy;
 
@@ -93,8 +95,8 @@ impl ClientOptions {
         self
     }
 
-    /// Replaces the clock that retries, throttling pauses and token expiry use (a
-    /// [`VirtualClock`] in tests). Default: [`SystemClock`].
+    /// Replaces the clock that retries, throttling pauses and token expiry use (the testkit's
+    /// `VirtualClock` in tests). Default: [`SystemClock`].
     #[must_use]
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
