@@ -146,53 +146,23 @@ fn tokenize(text: &str) -> Result<Vec<(usize, Tok)>, ApiError> {
     let mut out = Vec::new();
     let mut i = 0;
     while i < chars.len() {
-        let c = chars[i];
-        match c {
-            ' ' | '\t' => i += 1,
-            '(' => {
-                out.push((i, Tok::Open));
-                i += 1;
-            }
-            ')' => {
-                out.push((i, Tok::Close));
-                i += 1;
-            }
-            ',' => {
-                out.push((i, Tok::Comma));
-                i += 1;
-            }
+        let start = i;
+        let tok = match chars[i] {
+            ' ' | '\t' => None,
+            '(' => Some(Tok::Open),
+            ')' => Some(Tok::Close),
+            ',' => Some(Tok::Comma),
             '\'' => {
-                let start = i;
-                let mut s = String::new();
-                i += 1;
-                loop {
-                    match chars.get(i) {
-                        None => return Err(syntax(start, text, "unterminated string literal")),
-                        Some('\'') if chars.get(i + 1) == Some(&'\'') => {
-                            s.push('\'');
-                            i += 2;
-                        }
-                        Some('\'') => {
-                            i += 1;
-                            break;
-                        }
-                        Some(ch) => {
-                            s.push(*ch);
-                            i += 1;
-                        }
-                    }
-                }
-                out.push((start, Tok::Str(s)));
+                let (literal, end) = string_literal(&chars, start, text)?;
+                i = end - 1;
+                Some(Tok::Str(literal))
             }
-            c if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':' | '+') => {
-                let start = i;
-                while i < chars.len()
-                    && (chars[i].is_ascii_alphanumeric()
-                        || matches!(chars[i], '_' | '-' | '.' | ':' | '+'))
-                {
-                    i += 1;
-                }
-                out.push((start, Tok::Word(chars[start..i].iter().collect())));
+            c if is_word_char(c) => {
+                let end = (start..chars.len())
+                    .find(|&j| !is_word_char(chars[j]))
+                    .unwrap_or(chars.len());
+                i = end - 1;
+                Some(Tok::Word(chars[start..end].iter().collect()))
             }
             other => {
                 return Err(syntax(
@@ -201,9 +171,37 @@ fn tokenize(text: &str) -> Result<Vec<(usize, Tok)>, ApiError> {
                     &format!("character '{other}' is not valid"),
                 ));
             }
-        }
+        };
+        out.extend(tok.map(|tok| (start, tok)));
+        i += 1;
     }
     Ok(out)
+}
+
+/// A character of a word: a name, keyword, number, GUID or date.
+fn is_word_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':' | '+')
+}
+
+/// The text of the string literal opening at `start` (`''` stands for `'`), and the position
+/// after its closing quote.
+fn string_literal(chars: &[char], start: usize, text: &str) -> Result<(String, usize), ApiError> {
+    let mut literal = String::new();
+    let mut i = start + 1;
+    loop {
+        match chars.get(i) {
+            None => return Err(syntax(start, text, "unterminated string literal")),
+            Some('\'') if chars.get(i + 1) == Some(&'\'') => {
+                literal.push('\'');
+                i += 2;
+            }
+            Some('\'') => return Ok((literal, i + 1)),
+            Some(ch) => {
+                literal.push(*ch);
+                i += 1;
+            }
+        }
+    }
 }
 
 struct Parser<'a> {
@@ -291,68 +289,69 @@ impl Parser<'_> {
             self.expect(Tok::Close, "')'")?;
             return Ok(inner);
         }
-        let at = self.at();
         let name = self.identifier()?;
         if self.peek() == Some(&Tok::Open) {
-            if !matches!(name.as_str(), "contains" | "startswith" | "endswith") {
-                return Err(ApiError::bad_request(
-                    "0x80060888",
-                    format!("An unknown function with name '{name}' was found."),
-                ));
-            }
-            self.pos += 1;
-            let property = self.identifier()?;
-            self.expect(Tok::Comma, "','")?;
-            let at = self.at();
-            let Some(Tok::Str(text)) = self.next() else {
-                return Err(syntax(at, self.text, "string literal expected"));
-            };
-            self.expect(Tok::Close, "')'")?;
-            return Ok(Expr::Func {
-                name,
-                property,
-                text,
-            });
+            return self.function(name);
         }
-        let op_at = self.at();
-        let op = match self.next() {
-            Some(Tok::Word(w)) => match w.as_str() {
-                "eq" => Op::Eq,
-                "ne" => Op::Ne,
-                "gt" => Op::Gt,
-                "ge" => Op::Ge,
-                "lt" => Op::Lt,
-                "le" => Op::Le,
-                _ => {
-                    return Err(syntax(
-                        op_at,
-                        self.text,
-                        &format!("operator expected after '{name}'"),
-                    ));
-                }
-            },
-            _ => {
-                return Err(syntax(
-                    op_at,
-                    self.text,
-                    &format!("operator expected after '{name}'"),
-                ));
-            }
-        };
-        let lit_at = self.at();
-        let lit = match self.next() {
-            Some(Tok::Str(s)) => Lit::Str(s),
-            Some(Tok::Word(w)) => literal(&w).ok_or_else(|| {
-                syntax(lit_at, self.text, &format!("'{w}' is not a valid literal"))
-            })?,
-            _ => return Err(syntax(lit_at, self.text, "literal expected")),
-        };
-        let _ = at;
+        let op = self.operator(&name)?;
+        let lit = self.operand()?;
         Ok(Expr::Cmp {
             property: name,
             op,
             lit,
         })
+    }
+
+    /// `(property,'text')` after the function `name` (`contains`, `startswith`, `endswith`).
+    fn function(&mut self, name: String) -> Result<Expr, ApiError> {
+        if !matches!(name.as_str(), "contains" | "startswith" | "endswith") {
+            return Err(ApiError::bad_request(
+                "0x80060888",
+                format!("An unknown function with name '{name}' was found."),
+            ));
+        }
+        self.pos += 1;
+        let property = self.identifier()?;
+        self.expect(Tok::Comma, "','")?;
+        let at = self.at();
+        let Some(Tok::Str(text)) = self.next() else {
+            return Err(syntax(at, self.text, "string literal expected"));
+        };
+        self.expect(Tok::Close, "')'")?;
+        Ok(Expr::Func {
+            name,
+            property,
+            text,
+        })
+    }
+
+    /// The comparison operator after the property `name`.
+    fn operator(&mut self, name: &str) -> Result<Op, ApiError> {
+        let at = self.at();
+        let op = match self.next() {
+            Some(Tok::Word(w)) => match w.as_str() {
+                "eq" => Some(Op::Eq),
+                "ne" => Some(Op::Ne),
+                "gt" => Some(Op::Gt),
+                "ge" => Some(Op::Ge),
+                "lt" => Some(Op::Lt),
+                "le" => Some(Op::Le),
+                _ => None,
+            },
+            _ => None,
+        };
+        op.ok_or_else(|| syntax(at, self.text, &format!("operator expected after '{name}'")))
+    }
+
+    /// The literal on the right of a comparison.
+    fn operand(&mut self) -> Result<Lit, ApiError> {
+        let at = self.at();
+        match self.next() {
+            Some(Tok::Str(s)) => Ok(Lit::Str(s)),
+            Some(Tok::Word(w)) => literal(&w)
+                .ok_or_else(|| syntax(at, self.text, &format!("'{w}' is not a valid literal"))),
+            _ => Err(syntax(at, self.text, "literal expected")),
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! Load: `x-ms-dop-hint`, server time per page, and the service protection limits on execution
 //! time and concurrency, answered with `429` and `Retry-After` as Dataverse does.
 
-use super::odata::MAX_PAGE_SIZE;
+use super::prefer::MAX_PAGE_SIZE;
 use super::reply::{ApiError, Reply};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};

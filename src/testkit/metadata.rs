@@ -356,7 +356,8 @@ fn entity_list(state: &State, base: &str, select: Option<&str>) -> Result<Reply,
         .unwrap_or_default();
     let body = reply::collection(
         &format!("{base}$metadata#EntityDefinitions{columns}"),
-        &items,
+        items.iter(),
+        Obj::write,
         &[],
     );
     Ok(Reply::ok(body))
@@ -452,6 +453,26 @@ fn attribute_obj(
     obj
 }
 
+/// The attribute casts the stand-in knows (`Attributes/Microsoft.Dynamics.CRM.<cast>`).
+const CASTS: &[&str] = &[
+    "LookupAttributeMetadata",
+    "DateTimeAttributeMetadata",
+    "PicklistAttributeMetadata",
+    "StateAttributeMetadata",
+    "StatusAttributeMetadata",
+    "BooleanAttributeMetadata",
+    "StringAttributeMetadata",
+    "MoneyAttributeMetadata",
+    "IntegerAttributeMetadata",
+    "DecimalAttributeMetadata",
+    "DoubleAttributeMetadata",
+    "BigIntAttributeMetadata",
+    "MemoAttributeMetadata",
+    "UniqueIdentifierAttributeMetadata",
+    "EntityNameAttributeMetadata",
+    "MultiSelectPicklistAttributeMetadata",
+];
+
 fn attributes(
     base: &str,
     def: &EntityDef,
@@ -461,75 +482,24 @@ fn attributes(
 ) -> Result<Reply, ApiError> {
     let select = select_list(select);
     let type_name = cast.unwrap_or("AttributeMetadata");
-    let mut allowed: Vec<&str> = ATTRIBUTE_PROPS.to_vec();
-    if let Some(cast) = cast {
-        allowed.extend_from_slice(cast_props(cast));
-        const KNOWN: &[&str] = &[
-            "LookupAttributeMetadata",
-            "DateTimeAttributeMetadata",
-            "PicklistAttributeMetadata",
-            "StateAttributeMetadata",
-            "StatusAttributeMetadata",
-            "BooleanAttributeMetadata",
-            "StringAttributeMetadata",
-            "MoneyAttributeMetadata",
-            "IntegerAttributeMetadata",
-            "DecimalAttributeMetadata",
-            "DoubleAttributeMetadata",
-            "BigIntAttributeMetadata",
-            "MemoAttributeMetadata",
-            "UniqueIdentifierAttributeMetadata",
-            "EntityNameAttributeMetadata",
-            "MultiSelectPicklistAttributeMetadata",
-        ];
-        if !KNOWN.contains(&cast) {
-            return Err(ApiError::new(
-                404,
-                "0x8006088a",
-                format!("Resource not found for the segment 'Microsoft.Dynamics.CRM.{cast}'."),
-            ));
-        }
-    }
-    check_select(select.as_deref(), &allowed, type_name)?;
-    let option_set = match expand {
-        None => None,
-        Some(e) => {
-            let (name, inner) = expand_of(e);
-            let is_choice = matches!(
-                cast,
-                Some(
-                    "PicklistAttributeMetadata"
-                        | "StateAttributeMetadata"
-                        | "StatusAttributeMetadata"
-                        | "MultiSelectPicklistAttributeMetadata"
-                )
-            );
-            if !is_choice || !matches!(name.as_str(), "OptionSet" | "GlobalOptionSet") {
-                return Err(unknown_property(&name, type_name));
+    check_select(select.as_deref(), &selectable(cast)?, type_name)?;
+    let option_set = expand
+        .map(|e| option_set_expansion(cast, e, type_name))
+        .transpose()?;
+    let items: Vec<Obj> = columns(def)
+        .iter()
+        .filter(|c| {
+            cast.is_none() || (type_names(&c.attribute_type).2 == cast && c.attribute_of.is_none())
+        })
+        .map(|c| {
+            let mut obj = attribute_obj(def, c, cast, select.as_deref());
+            if let (Some(name), Some(attr)) = (&option_set, &c.def) {
+                obj.push(name.as_str(), option_set_json(def, attr));
             }
-            if let Some(inner) = &inner {
-                check_select(
-                    select_list(Some(inner)).as_deref(),
-                    &["Options", "MetadataId", "Name", "IsGlobal", "OptionSetType"],
-                    "OptionSetMetadata",
-                )?;
-            }
-            Some(name)
-        }
-    };
-    let mut items = Vec::new();
-    for c in columns(def) {
-        let (_, _, c_cast) = type_names(&c.attribute_type);
-        if cast.is_some_and(|k| c_cast != Some(k)) || (cast.is_some() && c.attribute_of.is_some()) {
-            continue;
-        }
-        let mut obj = attribute_obj(def, &c, cast, select.as_deref());
-        if let (Some(name), Some(attr)) = (&option_set, &c.def) {
-            obj.push(name.as_str(), option_set_json(def, attr));
-        }
-        items.push(obj);
-    }
-    let mut columns = select.clone().unwrap_or_default();
+            obj
+        })
+        .collect();
+    let mut columns = select.unwrap_or_default();
     if let Some(name) = &option_set {
         columns.push(format!("{name}()"));
     }
@@ -542,7 +512,58 @@ fn attributes(
         def.logical_name,
         columns.join(",")
     );
-    Ok(Reply::ok(reply::collection(&context, &items, &[])))
+    Ok(Reply::ok(reply::collection(
+        &context,
+        items.iter(),
+        Obj::write,
+        &[],
+    )))
+}
+
+/// The properties a `$select` of the attributes (of a `cast`) may name; an unknown cast is a
+/// missing resource.
+fn selectable(cast: Option<&str>) -> Result<Vec<&'static str>, ApiError> {
+    let mut allowed: Vec<&str> = ATTRIBUTE_PROPS.to_vec();
+    if let Some(cast) = cast {
+        allowed.extend_from_slice(cast_props(cast));
+        if !CASTS.contains(&cast) {
+            return Err(ApiError::new(
+                404,
+                "0x8006088a",
+                format!("Resource not found for the segment 'Microsoft.Dynamics.CRM.{cast}'."),
+            ));
+        }
+    }
+    Ok(allowed)
+}
+
+/// The option set an `$expand` of choice attributes names (`OptionSet`, `GlobalOptionSet`).
+fn option_set_expansion(
+    cast: Option<&str>,
+    expand: &str,
+    type_name: &str,
+) -> Result<String, ApiError> {
+    let (name, inner) = expand_of(expand);
+    let is_choice = matches!(
+        cast,
+        Some(
+            "PicklistAttributeMetadata"
+                | "StateAttributeMetadata"
+                | "StatusAttributeMetadata"
+                | "MultiSelectPicklistAttributeMetadata"
+        )
+    );
+    if !is_choice || !matches!(name.as_str(), "OptionSet" | "GlobalOptionSet") {
+        return Err(unknown_property(&name, type_name));
+    }
+    if let Some(inner) = &inner {
+        check_select(
+            select_list(Some(inner)).as_deref(),
+            &["Options", "MetadataId", "Name", "IsGlobal", "OptionSetType"],
+            "OptionSetMetadata",
+        )?;
+    }
+    Ok(name)
 }
 
 fn label(text: &str) -> Json {

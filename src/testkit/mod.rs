@@ -115,6 +115,8 @@ mod guid;
 mod limits;
 mod metadata;
 mod odata;
+mod prefer;
+mod render;
 mod reply;
 mod sample;
 mod state;
@@ -688,7 +690,7 @@ fn resource(
         .iter()
         .filter_map(|v| v.to_str().ok().map(str::to_owned))
         .collect();
-    let (reply, page) = odata::get(state, rest, &request.url, &odata::Prefs::parse(&prefer))?;
+    let (reply, page) = odata::get(state, rest, &request.url, &prefer::Prefs::parse(&prefer))?;
     Ok((reply, Some(page)))
 }
 

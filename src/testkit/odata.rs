@@ -2,103 +2,13 @@
 //! annotations on request, and change tracking (`@odata.deltaLink`, `$deltatoken`).
 
 use super::filter::{self, Expr, SortKey};
-use super::reply::{self, ApiError, Obj, Out, Reply};
-use super::state::{AttributeDef, EntityDef, Row, State, Table};
-use crate::metadata::AttributeType;
+use super::prefer::Prefs;
+use super::render::RowWriter;
+use super::reply::{self, ApiError, Obj, Reply, push_json_str, push_key};
+use super::state::{EntityDef, Row, State, Table};
 use serde_json::Value as Json;
 use std::cmp::Ordering;
 use url::Url;
-
-/// Dataverse's default and largest page size.
-pub(crate) const MAX_PAGE_SIZE: usize = 5000;
-
-const FORMATTED: &str = "OData.Community.Display.V1.FormattedValue";
-const LOOKUP_NAME: &str = "Microsoft.Dynamics.CRM.lookuplogicalname";
-const NAV_PROPERTY: &str = "Microsoft.Dynamics.CRM.associatednavigationproperty";
-
-/// The `Prefer` preferences the stand-in understands.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct Prefs {
-    pub(crate) max_page_size: Option<usize>,
-    pub(crate) annotations: Option<String>,
-    pub(crate) track_changes: bool,
-}
-
-impl Prefs {
-    /// Reads every `Prefer` header (comma-separated preferences, quoted values kept whole).
-    pub(crate) fn parse(values: &[String]) -> Self {
-        let mut prefs = Prefs::default();
-        for value in values {
-            let mut parts = Vec::new();
-            let mut current = String::new();
-            let mut quoted = false;
-            for c in value.chars() {
-                match c {
-                    '"' => {
-                        quoted = !quoted;
-                        current.push(c);
-                    }
-                    ',' if !quoted => parts.push(std::mem::take(&mut current)),
-                    _ => current.push(c),
-                }
-            }
-            parts.push(current);
-            for part in parts {
-                let part = part.trim();
-                let (name, arg) = match part.split_once('=') {
-                    Some((n, a)) => (n.trim(), Some(a.trim().trim_matches('"'))),
-                    None => (part, None),
-                };
-                match (name.to_ascii_lowercase().as_str(), arg) {
-                    ("odata.maxpagesize", Some(n)) => prefs.max_page_size = n.parse().ok(),
-                    ("odata.include-annotations", Some(a)) => {
-                        prefs.annotations = Some(a.to_owned())
-                    }
-                    ("odata.track-changes", _) => prefs.track_changes = true,
-                    _ => {}
-                }
-            }
-        }
-        prefs
-    }
-
-    /// The page size in effect.
-    fn page_size(&self) -> usize {
-        self.max_page_size
-            .filter(|n| *n > 0)
-            .unwrap_or(MAX_PAGE_SIZE)
-            .min(MAX_PAGE_SIZE)
-    }
-
-    /// Whether the annotation `term` was asked for (`*`, `Namespace.*`, or the exact term).
-    fn wants(&self, term: &str) -> bool {
-        let Some(list) = &self.annotations else {
-            return false;
-        };
-        list.split(',').map(str::trim).any(|pattern| {
-            pattern == "*"
-                || pattern == term
-                || pattern
-                    .strip_suffix('*')
-                    .is_some_and(|prefix| term.starts_with(prefix))
-        })
-    }
-
-    /// The `Preference-Applied` header value.
-    fn applied(&self, tracking: bool) -> String {
-        let mut out = Vec::new();
-        if let Some(n) = self.max_page_size {
-            out.push(format!("odata.maxpagesize={}", n.min(MAX_PAGE_SIZE)));
-        }
-        if let Some(a) = &self.annotations {
-            out.push(format!("odata.include-annotations=\"{a}\""));
-        }
-        if tracking {
-            out.push("odata.track-changes".to_owned());
-        }
-        out.join(",")
-    }
-}
 
 /// The query options of one request.
 #[derive(Debug, Default)]
@@ -295,16 +205,14 @@ fn single(
             format!("{} With Id = {id} Does Not Exist", def.logical_name),
         ));
     };
-    let mut obj = Obj::new().with("@odata.context", context(state, def, query, "/$entity"));
-    render_into(&mut obj, state, def, row, &props, prefs);
-    let mut body = String::new();
-    obj.write(&mut body);
-    let applied = prefs.applied(false);
-    let mut reply = Reply::ok(body).header("ETag", format!("W/\"{}\"", row.version));
-    if !applied.is_empty() {
-        reply = reply.header("Preference-Applied", applied);
-    }
-    Ok((reply, Page::new(def, 1, &props)))
+    let mut body = "{".to_owned();
+    push_key(&mut body, "@odata.context");
+    push_json_str(&mut body, &context(state, def, query, "/$entity"));
+    body.push(',');
+    RowWriter::new(state, def, &props, prefs).write_properties(row, &mut body);
+    body.push('}');
+    let reply = Reply::ok(body).header("ETag", format!("W/\"{}\"", row.version));
+    Ok((with_applied(reply, prefs, false), Page::new(def, 1, &props)))
 }
 
 /// A paging cookie, as opaque to clients as Dataverse's.
@@ -330,6 +238,22 @@ impl Cookie {
                 .map(|l| l.trim_matches(['{', '}']).to_ascii_lowercase()),
             version: attribute(&inner, "version").and_then(|v| v.parse().ok()),
         })
+    }
+
+    /// The key of the last change a delta page sent (`<phase>:<version>`).
+    fn resume_key(&self) -> Option<ChangeKey> {
+        let (phase, version) = self.last.as_deref()?.split_once(':')?;
+        Some((phase.parse().ok()?, version.parse().ok()?))
+    }
+
+    /// Where the page after the cookie's starts in `rows`: after its last row, or (when that
+    /// row is gone) at its page number's offset.
+    fn resume_at(&self, rows: &[&Row], size: usize) -> usize {
+        self.last
+            .as_ref()
+            .and_then(|last| rows.iter().position(|r| &r.id == last))
+            .map(|p| p + 1)
+            .unwrap_or_else(|| self.page.saturating_sub(1).saturating_mul(size))
     }
 
     /// `<cookie pagenumber="2" pagingcookie="..." istracking="False" />`, URL-encoded.
@@ -384,6 +308,53 @@ fn collection(
         ));
     }
     let props = selected(def, query.select.as_deref())?;
+    let rows = matching(table, query, prefs.page_size())?;
+    let cookie = query.skiptoken.as_deref().map(Cookie::parse).transpose()?;
+    let size = prefs.page_size();
+    let start = cookie.as_ref().map_or(0, |c| c.resume_at(&rows, size));
+    let end = start.saturating_add(size).min(rows.len());
+    let page = &rows[start.min(end)..end];
+    let snapshot = cookie
+        .as_ref()
+        .and_then(|c| c.version)
+        .unwrap_or(state.version);
+    let trailer = match (page.first(), page.last()) {
+        (Some(first), Some(last)) if end < rows.len() => {
+            let page_number = cookie.as_ref().map_or(1, |c| c.page);
+            let ends = (first.id.as_str(), last.id.as_str());
+            Some(next_page_link(
+                state,
+                def,
+                query,
+                prefs,
+                page_number,
+                ends,
+                snapshot,
+            ))
+        }
+        _ if prefs.track_changes => Some(delta_link(state, def, query, snapshot)),
+        _ => None,
+    };
+    let writer = RowWriter::new(state, def, &props, prefs);
+    let body = reply::collection(
+        &context(state, def, query, ""),
+        page.iter(),
+        |row, out| writer.write(row, out),
+        trailer.as_slice(),
+    );
+    let reply = with_applied(Reply::ok(body), prefs, prefs.track_changes);
+    Ok((reply, Page::new(def, page.len(), &props)))
+}
+
+/// The rows a query's `$filter`, `$orderby` and `$top` select, in order. A first page of
+/// `page_size` rows needs only its own rows in order (and one more, to know whether more
+/// follow), so only those are sorted.
+fn matching<'t>(
+    table: &'t Table,
+    query: &Query,
+    page_size: usize,
+) -> Result<Vec<&'t Row>, ApiError> {
+    let def = &table.def;
     let filter: Option<Expr> = query
         .filter
         .as_deref()
@@ -395,24 +366,13 @@ fn collection(
         .map(|o| filter::parse_orderby(o, def))
         .transpose()?
         .unwrap_or_default();
-    let top = match &query.top {
-        Some(t) => Some(t.trim().parse::<usize>().map_err(|_| {
-            ApiError::bad_request(
-                "0x80060888",
-                format!("Invalid value '{t}' for $top query option found."),
-            )
-        })?),
-        None => None,
-    };
-
+    let top = query.top.as_deref().map(parse_top).transpose()?;
     let rows: Vec<&Row> = table
         .rows
         .iter()
         .filter(|r| filter.as_ref().is_none_or(|f| filter::matches(f, r)))
         .collect();
-    let size = prefs.page_size();
-    // A first page needs only its own rows in order (and one more, to know whether more follow).
-    let needed = (query.skiptoken.is_none() && top.is_none()).then(|| size.saturating_add(1));
+    let needed = (query.skiptoken.is_none() && top.is_none()).then(|| page_size.saturating_add(1));
     let mut rows = if orderby.is_empty() {
         rows
     } else {
@@ -421,52 +381,45 @@ fn collection(
     if let Some(top) = top {
         rows.truncate(top);
     }
+    Ok(rows)
+}
 
-    let cookie = query.skiptoken.as_deref().map(Cookie::parse).transpose()?;
-    let start = match &cookie {
-        None => 0,
-        Some(c) => c
-            .last
-            .as_ref()
-            .and_then(|last| rows.iter().position(|r| &r.id == last))
-            .map(|p| p + 1)
-            .unwrap_or_else(|| c.page.saturating_sub(1).saturating_mul(size)),
-    };
-    let page_number = cookie.as_ref().map_or(1, |c| c.page);
-    let snapshot = cookie
-        .as_ref()
-        .and_then(|c| c.version)
-        .unwrap_or(state.version);
-    let end = start.saturating_add(size).min(rows.len());
-    let page = &rows[start.min(end)..end];
+fn parse_top(top: &str) -> Result<usize, ApiError> {
+    top.trim().parse().map_err(|_| {
+        ApiError::bad_request(
+            "0x80060888",
+            format!("Invalid value '{top}' for $top query option found."),
+        )
+    })
+}
 
-    let items: Vec<Obj> = page
-        .iter()
-        .map(|row| render(state, def, row, &props, prefs))
-        .collect();
-    let mut trailer = Vec::new();
-    if end < rows.len() {
-        let (first, last) = (
-            page.first().expect("non-empty"),
-            page.last().expect("non-empty"),
-        );
-        let token = Cookie::encode(
-            page_number.saturating_add(1),
-            &def.primary_id,
-            &first.id,
-            &last.id,
-            prefs.track_changes.then_some(snapshot),
-            prefs.track_changes,
-        );
-        let mut pieces = query.raw_without(&["$skiptoken"]);
-        pieces.push(format!("$skiptoken={token}"));
-        trailer.push(("@odata.nextLink", link(state, def, &pieces)));
-    } else if prefs.track_changes {
-        trailer.push(("@odata.deltaLink", delta_link(state, def, query, snapshot)));
-    }
-    let body = reply::collection(&context(state, def, query, ""), &items, &trailer);
-    let reply = with_applied(Reply::ok(body), prefs, prefs.track_changes);
-    Ok((reply, Page::new(def, items.len(), &props)))
+/// The `@odata.nextLink` after page `page_number`, whose rows run from id `ends.0` to
+/// `ends.1`: the query again with a paging cookie.
+fn next_page_link(
+    state: &State,
+    def: &EntityDef,
+    query: &Query,
+    prefs: &Prefs,
+    page_number: usize,
+    ends: (&str, &str),
+    snapshot: u64,
+) -> (&'static str, String) {
+    let token = Cookie::encode(
+        page_number.saturating_add(1),
+        &def.primary_id,
+        ends.0,
+        ends.1,
+        prefs.track_changes.then_some(snapshot),
+        prefs.track_changes,
+    );
+    next_link(state, def, query, &token)
+}
+
+/// `("@odata.nextLink", <the query with $skiptoken=token>)`.
+fn next_link(state: &State, def: &EntityDef, query: &Query, token: &str) -> (&'static str, String) {
+    let mut pieces = query.raw_without(&["$skiptoken"]);
+    pieces.push(format!("$skiptoken={token}"));
+    ("@odata.nextLink", link(state, def, &pieces))
 }
 
 /// `rows` in `$orderby` order, ties in insertion order; each row's keys are computed once.
@@ -477,23 +430,18 @@ fn sorted<'a>(
     orderby: &[(String, bool)],
     needed: Option<usize>,
 ) -> Vec<&'a Row> {
-    let mut keyed: Vec<(Vec<SortKey>, &Row)> = rows
-        .into_iter()
-        .map(|row| {
-            let keys = orderby
+    // The keys of row `i` are `keys[i * width..][..width]`: one allocation for all of them.
+    let width = orderby.len();
+    let keys: Vec<SortKey> = rows
+        .iter()
+        .flat_map(|row| {
+            orderby
                 .iter()
-                .map(|(property, _)| {
-                    if *property == def.primary_id {
-                        return SortKey::Guid(row.key);
-                    }
-                    let attr = def.property(property).expect("validated");
-                    filter::sort_key(row.fields.get(property).unwrap_or(&Json::Null), attr)
-                })
-                .collect();
-            (keys, row)
+                .map(|(property, _)| row_sort_key(def, row, property))
         })
         .collect();
-    let order = |(x, a): &(Vec<SortKey>, &Row), (y, b): &(Vec<SortKey>, &Row)| {
+    let order = |a: &usize, b: &usize| {
+        let (x, y) = (&keys[a * width..][..width], &keys[b * width..][..width]);
         let by_keys = x
             .iter()
             .zip(y)
@@ -504,14 +452,24 @@ fn sorted<'a>(
             });
         by_keys
             .fold(Ordering::Equal, Ordering::then)
-            .then(a.seq.cmp(&b.seq))
+            .then(rows[*a].seq.cmp(&rows[*b].seq))
     };
-    if let Some(needed) = needed.filter(|n| *n > 0 && *n < keyed.len()) {
-        keyed.select_nth_unstable_by(needed - 1, order);
-        keyed.truncate(needed);
+    let mut positions: Vec<usize> = (0..rows.len()).collect();
+    if let Some(needed) = needed.filter(|n| *n > 0 && *n < positions.len()) {
+        positions.select_nth_unstable_by(needed - 1, order);
+        positions.truncate(needed);
     }
-    keyed.sort_by(order);
-    keyed.into_iter().map(|(_, row)| row).collect()
+    positions.sort_by(order);
+    positions.into_iter().map(|i| rows[i]).collect()
+}
+
+/// What `row` sorts by for `property`.
+fn row_sort_key(def: &EntityDef, row: &Row, property: &str) -> SortKey {
+    if property == def.primary_id {
+        return SortKey::Guid(row.key);
+    }
+    let attr = def.property(property).expect("validated");
+    filter::sort_key(row.fields.get(property).unwrap_or(&Json::Null), attr)
 }
 
 fn with_applied(reply: Reply, prefs: &Prefs, tracking: bool) -> Reply {
@@ -561,23 +519,25 @@ fn link(state: &State, def: &EntityDef, pieces: &[String]) -> String {
     )
 }
 
-/// `<base>/<set>?$select=...&$deltatoken=<version>%21<MM/dd/yyyy HH:mm:ss>`.
-fn delta_link(state: &State, def: &EntityDef, query: &Query, version: u64) -> String {
+/// `("@odata.deltaLink", <base>/<set>?$select=...&$deltatoken=<version>%21<MM/dd/yyyy HH:mm:ss>)`.
+fn delta_link(
+    state: &State,
+    def: &EntityDef,
+    query: &Query,
+    version: u64,
+) -> (&'static str, String) {
     let stamp = chrono::Utc::now().format("%m/%d/%Y %H:%M:%S");
     let token = reply::encode_lower(&format!("{version}!{stamp}"));
-    let mut pieces: Vec<String> = query
-        .raw_without(&[
-            "$skiptoken",
-            "$deltatoken",
-            "$filter",
-            "$orderby",
-            "$top",
-            "$expand",
-        ])
-        .into_iter()
-        .collect();
+    let mut pieces = query.raw_without(&[
+        "$skiptoken",
+        "$deltatoken",
+        "$filter",
+        "$orderby",
+        "$top",
+        "$expand",
+    ]);
     pieces.push(format!("$deltatoken={token}"));
-    link(state, def, &pieces)
+    ("@odata.deltaLink", link(state, def, &pieces))
 }
 
 /// One change in a delta: a live row or a deletion, ordered rows first then deletions, each by
@@ -587,6 +547,9 @@ enum Change<'a> {
     Deleted(&'a str),
 }
 
+/// Where a change sorts in a delta: (phase, version), rows in phase 0, deletions in phase 1.
+type ChangeKey = (u8, u64);
+
 fn delta(
     state: &State,
     table: &Table,
@@ -595,6 +558,54 @@ fn delta(
 ) -> Result<(Reply, Page), ApiError> {
     let def = &table.def;
     tracking_allowed(def, query)?;
+    let from = delta_from(state, query)?;
+    let props = selected(def, query.select.as_deref())?;
+    let cookie = query.skiptoken.as_deref().map(Cookie::parse).transpose()?;
+    let upper = cookie
+        .as_ref()
+        .and_then(|c| c.version)
+        .unwrap_or(state.version);
+    let resume = cookie.as_ref().and_then(Cookie::resume_key);
+    let all = changes(table, from, upper, resume);
+    let page = &all[..prefs.page_size().min(all.len())];
+    let trailer = match page.last() {
+        Some(((phase, version), _)) if all.len() > page.len() => {
+            let page_number = cookie.as_ref().map_or(1, |c| c.page).saturating_add(1);
+            let last = format!("{phase}:{version}");
+            let token = Cookie::encode(
+                page_number,
+                &def.primary_id,
+                &last,
+                &last,
+                Some(upper),
+                true,
+            );
+            next_link(state, def, query, &token)
+        }
+        _ => delta_link(state, def, query, upper),
+    };
+    let writer = RowWriter::new(state, def, &props, prefs);
+    let deleted_context = format!(
+        "{}$metadata#{}/$deletedEntity",
+        api_base(state),
+        def.entity_set_name
+    );
+    let write_change = |(_, change): &(ChangeKey, Change), out: &mut String| match change {
+        Change::Row(row) => writer.write(row, out),
+        Change::Deleted(id) => Obj::new()
+            .with("@odata.context", deleted_context.as_str())
+            .with("id", *id)
+            .with("reason", "deleted")
+            .write(out),
+    };
+    let context = context(state, def, query, "/$delta");
+    let body = reply::collection(&context, page.iter(), write_change, &[trailer]);
+    let reply = with_applied(Reply::ok(body), prefs, true);
+    Ok((reply, Page::new(def, page.len(), &props)))
+}
+
+/// The version a `$deltatoken` was issued at; refused when expired.
+fn delta_from(state: &State, query: &Query) -> Result<u64, ApiError> {
     let token = query.deltatoken.as_deref().unwrap_or_default();
     let from: u64 = token
         .split('!')
@@ -607,36 +618,27 @@ fn delta(
             "Version stamp associated with the client has expired. Please perform a full sync.",
         ));
     }
-    let props = selected(def, query.select.as_deref())?;
-    let cookie = query.skiptoken.as_deref().map(Cookie::parse).transpose()?;
-    let upper = cookie
-        .as_ref()
-        .and_then(|c| c.version)
-        .unwrap_or(state.version);
-    // Resume key: (phase, version) of the last change already sent.
-    let resume: Option<(u8, u64)> = cookie
-        .as_ref()
-        .and_then(|c| c.last.as_deref())
-        .and_then(|l| {
-            let (phase, version) = l.split_once(':')?;
-            Some((phase.parse().ok()?, version.parse().ok()?))
-        });
+    Ok(from)
+}
 
-    let mut changed: Vec<&Row> = table
-        .rows
-        .iter()
-        .filter(|r| r.version > from && r.version <= upper)
-        .collect();
+/// The changes after version `from` up to `upper`, in delta order, after `resume` (the key of
+/// the last change already sent).
+fn changes(
+    table: &Table,
+    from: u64,
+    upper: u64,
+    resume: Option<ChangeKey>,
+) -> Vec<(ChangeKey, Change<'_>)> {
+    let in_range = |version: u64| version > from && version <= upper;
+    let mut changed: Vec<&Row> = table.rows.iter().filter(|r| in_range(r.version)).collect();
     changed.sort_by_key(|r| r.version);
     let mut deleted: Vec<_> = table
         .tombstones
         .iter()
-        .filter(|t| {
-            t.version > from && t.version <= upper && !table.rows.iter().any(|r| r.id == t.id)
-        })
+        .filter(|t| in_range(t.version) && !table.rows.iter().any(|r| r.id == t.id))
         .collect();
     deleted.sort_by_key(|t| t.version);
-    let all: Vec<((u8, u64), Change)> = changed
+    changed
         .into_iter()
         .map(|r| ((0, r.version), Change::Row(r)))
         .chain(
@@ -645,250 +647,5 @@ fn delta(
                 .map(|t| ((1, t.version), Change::Deleted(&t.id))),
         )
         .filter(|(key, _)| resume.is_none_or(|r| *key > r))
-        .collect();
-
-    let size = prefs.page_size();
-    let page = &all[..size.min(all.len())];
-    let deleted_context = format!(
-        "{}$metadata#{}/$deletedEntity",
-        api_base(state),
-        def.entity_set_name
-    );
-    let items: Vec<Obj> = page
-        .iter()
-        .map(|(_, change)| match change {
-            Change::Row(row) => render(state, def, row, &props, prefs),
-            Change::Deleted(id) => Obj::new()
-                .with("@odata.context", deleted_context.as_str())
-                .with("id", *id)
-                .with("reason", "deleted"),
-        })
-        .collect();
-    let mut trailer = Vec::new();
-    if all.len() > page.len() {
-        let ((phase, version), _) = page.last().expect("non-empty");
-        let page_number = cookie.as_ref().map_or(1, |c| c.page).saturating_add(1);
-        let inner_last = format!("{phase}:{version}");
-        let token = Cookie::encode(
-            page_number,
-            &def.primary_id,
-            &inner_last,
-            &inner_last,
-            Some(upper),
-            true,
-        );
-        let mut pieces = query.raw_without(&["$skiptoken"]);
-        pieces.push(format!("$skiptoken={token}"));
-        trailer.push(("@odata.nextLink", link(state, def, &pieces)));
-    } else {
-        trailer.push(("@odata.deltaLink", delta_link(state, def, query, upper)));
-    }
-    let body = reply::collection(&context(state, def, query, "/$delta"), &items, &trailer);
-    let reply = with_applied(Reply::ok(body), prefs, true);
-    Ok((reply, Page::new(def, items.len(), &props)))
-}
-
-/// One row as the Web API writes it: etag, the selected properties (annotations first when
-/// asked for), and the primary id.
-fn render(state: &State, def: &EntityDef, row: &Row, props: &[String], prefs: &Prefs) -> Obj {
-    let mut obj = Obj::new();
-    render_into(&mut obj, state, def, row, props, prefs);
-    obj
-}
-
-fn render_into(
-    obj: &mut Obj,
-    state: &State,
-    def: &EntityDef,
-    row: &Row,
-    props: &[String],
-    prefs: &Prefs,
-) {
-    obj.push("@odata.etag", format!("W/\"{}\"", row.version));
-    let mut all: Vec<&str> = props.iter().map(String::as_str).collect();
-    if !all.contains(&def.primary_id.as_str()) {
-        all.push(&def.primary_id);
-    }
-    for property in all {
-        let Some(attr) = def.property(property) else {
-            continue;
-        };
-        let value = row.fields.get(property).cloned().unwrap_or(Json::Null);
-        if !value.is_null() {
-            if prefs.wants(FORMATTED) {
-                if let Some(text) = row
-                    .formatted
-                    .get(property)
-                    .cloned()
-                    .or_else(|| formatted(state, attr, &value))
-                {
-                    obj.push(format!("{property}@{FORMATTED}"), text);
-                }
-            }
-            if let Some(target) = row.lookup_targets.get(property) {
-                if prefs.wants(NAV_PROPERTY) {
-                    let nav = if attr.targets.len() > 1 {
-                        format!("{}_{target}", attr.logical_name)
-                    } else {
-                        attr.logical_name.clone()
-                    };
-                    obj.push(format!("{property}@{NAV_PROPERTY}"), nav);
-                }
-                if prefs.wants(LOOKUP_NAME) {
-                    obj.push(format!("{property}@{LOOKUP_NAME}"), target.as_str());
-                }
-            }
-        }
-        let out = match (&attr.attribute_type, value) {
-            (
-                AttributeType::Money
-                | AttributeType::Decimal
-                | AttributeType::Double
-                | AttributeType::BigInt,
-                Json::String(literal),
-            ) => Out::Raw(literal),
-            (_, value) => Out::Value(value),
-        };
-        if !obj.has(property) {
-            obj.push(property, out);
-        }
-    }
-}
-
-/// The formatted value Dataverse would give for `value` (en-US, UTC).
-fn formatted(state: &State, attr: &AttributeDef, value: &Json) -> Option<String> {
-    match &attr.attribute_type {
-        AttributeType::Picklist | AttributeType::State | AttributeType::Status => {
-            attr.label(value.as_i64()?).map(str::to_owned)
-        }
-        AttributeType::Boolean => {
-            let b = value.as_bool()?;
-            Some(
-                attr.label(i64::from(b))
-                    .unwrap_or(if b { "Yes" } else { "No" })
-                    .to_owned(),
-            )
-        }
-        AttributeType::Integer | AttributeType::BigInt => Some(group(&value_text(value)?)),
-        AttributeType::Money => Some(format!("${}", rounded(&value_text(value)?, 2))),
-        AttributeType::Decimal => Some(rounded(&value_text(value)?, 2)),
-        AttributeType::Double => Some(group(&value_text(value)?)),
-        AttributeType::DateTime => {
-            let text = value.as_str()?;
-            if attr.date_only {
-                let d = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()?;
-                Some(d.format("%-m/%-d/%Y").to_string())
-            } else {
-                let dt = chrono::DateTime::parse_from_rfc3339(text).ok()?;
-                Some(dt.format("%-m/%-d/%Y %-I:%M %p").to_string())
-            }
-        }
-        AttributeType::Lookup | AttributeType::Customer | AttributeType::Owner => {
-            let id = value.as_str()?;
-            attr.targets.iter().find_map(|target| {
-                let table = state.table(target)?;
-                let name = table.def.primary_name.as_deref()?;
-                let row = table.rows.iter().find(|r| r.id == id)?;
-                row.fields.get(name)?.as_str().map(str::to_owned)
-            })
-        }
-        _ => None,
-    }
-}
-
-fn value_text(value: &Json) -> Option<String> {
-    match value {
-        Json::String(s) => Some(s.clone()),
-        Json::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
-/// `1234567.5` -> `1,234,567.5`.
-fn group(literal: &str) -> String {
-    let (sign, unsigned) = match literal.strip_prefix('-') {
-        Some(rest) => ("-", rest),
-        None => ("", literal),
-    };
-    let (whole, fraction) = match unsigned.split_once('.') {
-        Some((w, f)) => (w, Some(f)),
-        None => (unsigned, None),
-    };
-    let mut grouped = String::new();
-    for (i, c) in whole.chars().enumerate() {
-        if i > 0 && (whole.len() - i) % 3 == 0 {
-            grouped.push(',');
-        }
-        grouped.push(c);
-    }
-    match fraction {
-        Some(f) => format!("{sign}{grouped}.{f}"),
-        None => format!("{sign}{grouped}"),
-    }
-}
-
-/// Rounds a decimal literal half away from zero to `places` decimals, digit for digit, and
-/// groups thousands: `922337203685477.5807` -> `922,337,203,685,477.58`.
-fn rounded(literal: &str, places: usize) -> String {
-    let (sign, unsigned) = match literal.strip_prefix('-') {
-        Some(rest) => ("-", rest),
-        None => ("", literal),
-    };
-    let (whole, fraction) = unsigned.split_once('.').unwrap_or((unsigned, ""));
-    let mut digits: Vec<u8> = whole
-        .bytes()
-        .chain(fraction.bytes().chain(std::iter::repeat(b'0')).take(places))
-        .map(|b| b - b'0')
-        .collect();
-    if fraction.as_bytes().get(places).is_some_and(|d| *d >= b'5') {
-        let mut i = digits.len();
-        loop {
-            if i == 0 {
-                digits.insert(0, 1);
-                break;
-            }
-            i -= 1;
-            if digits[i] == 9 {
-                digits[i] = 0;
-            } else {
-                digits[i] += 1;
-                break;
-            }
-        }
-    }
-    let text: String = digits.iter().map(|d| char::from(b'0' + d)).collect();
-    let (w, f) = text.split_at(text.len() - places);
-    let w = if w.is_empty() { "0" } else { w };
-    let grouped = group(w);
-    if places == 0 {
-        format!("{sign}{grouped}")
-    } else {
-        format!("{sign}{grouped}.{f}")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rounding_keeps_every_digit() {
-        assert_eq!(rounded("922337203685477.5807", 2), "922,337,203,685,477.58");
-        assert_eq!(rounded("5000000.0000", 2), "5,000,000.00");
-        assert_eq!(rounded("999.995", 2), "1,000.00");
-        assert_eq!(rounded("-12", 2), "-12.00");
-        assert_eq!(group("1234"), "1,234");
-    }
-
-    #[test]
-    fn prefer_header_is_split_outside_quotes() {
-        let prefs = Prefs::parse(&[
-            "odata.maxpagesize=10, odata.include-annotations=\"OData.Community.Display.V1.FormattedValue,Microsoft.Dynamics.CRM.lookuplogicalname\",odata.track-changes".to_owned(),
-        ]);
-        assert_eq!(prefs.max_page_size, Some(10));
-        assert!(prefs.track_changes);
-        assert!(prefs.wants(FORMATTED));
-        assert!(prefs.wants(LOOKUP_NAME));
-        assert!(!prefs.wants(NAV_PROPERTY));
-    }
+        .collect()
 }

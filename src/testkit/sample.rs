@@ -126,7 +126,10 @@ pub(crate) fn contact() -> EntityDef {
         .with_attribute(AttributeDef::new("modifiedon", AttributeType::DateTime))
 }
 
-const USERS: &[(&str, &str, bool, &str)] = &[
+/// A sample user: first and last name, disabled, `modifiedon`.
+type UserRow = (&'static str, &'static str, bool, &'static str);
+
+const USERS: &[UserRow] = &[
     ("Alex", "Wilber", false, "2024-05-02T08:15:00Z"),
     ("Megan", "Bowen", false, "2024-05-02T08:15:00Z"),
     ("Diego", "Siciliani", false, "2024-05-20T16:41:09Z"),
@@ -591,84 +594,88 @@ pub(crate) fn load(state: &mut State) {
     state.add_entity(systemuser());
     state.add_entity(account());
     state.add_entity(contact());
-
-    for (n, (first, last, disabled, modified)) in USERS.iter().enumerate() {
-        let n = n as u32 + 1;
-        state.upsert(
-            "systemuser",
-            json!({
-                "systemuserid": user_id(n),
-                "firstname": first,
-                "lastname": last,
-                "fullname": format!("{first} {last}"),
-                "internalemailaddress": format!("{}@contoso.onmicrosoft.com", first.to_lowercase()),
-                "domainname": format!("{}@contoso.onmicrosoft.com", first.to_lowercase()),
-                "isdisabled": disabled,
-                "createdon": "2024-05-02T08:15:00Z",
-                "modifiedon": modified,
-            }),
-        );
+    for (n, user) in USERS.iter().enumerate() {
+        state.upsert("systemuser", user_row(n as u32 + 1, user));
     }
-
     // Contacts first (accounts point at them), then accounts; parents may be either.
-    for (n, (first, last, title, parent, birth, income, state_code, owner, modified)) in
-        CONTACTS.iter().enumerate()
-    {
-        let n = n as u32 + 1;
-        let mut row = json!({
-            "contactid": contact_id(n),
-            "firstname": first,
-            "lastname": last,
-            "fullname": format!("{first} {last}"),
-            "emailaddress1": format!("{}.{}@example.com", first.to_lowercase(), last.to_lowercase().replace('\'', "")),
-            "jobtitle": title,
-            "birthdate": birth,
-            "annualincome": income,
-            "statecode": state_code,
-            "statuscode": state_code + 1,
-            "_ownerid_value": user_id(*owner),
-            "_ownerid_value@Microsoft.Dynamics.CRM.lookuplogicalname": "systemuser",
-            "createdon": "2024-06-12T14:13:17Z",
-            "modifiedon": modified,
-        });
-        if let Some((kind, target)) = parent {
-            let (target_id, table) = match kind {
-                'a' => (account_id(*target), "account"),
-                _ => (contact_id(*target), "contact"),
-            };
-            row["_parentcustomerid_value"] = Json::String(target_id);
-            row["_parentcustomerid_value@Microsoft.Dynamics.CRM.lookuplogicalname"] = json!(table);
-        }
-        state.upsert("contact", row);
+    for (n, contact) in CONTACTS.iter().enumerate() {
+        state.upsert("contact", contact_row(n as u32 + 1, contact));
     }
+    for (n, account) in ACCOUNTS.iter().enumerate() {
+        state.upsert("account", account_row(n as u32 + 1, account));
+    }
+}
 
-    for (n, (name, number, revenue, employees, industry, city, web, state_code, owner, modified)) in
-        ACCOUNTS.iter().enumerate()
-    {
-        let n = n as u32 + 1;
-        // Each account's primary contact is the first contact whose parent it is.
-        let primary = CONTACTS
-            .iter()
-            .position(|c| c.3 == Some(('a', n)))
-            .map(|i| contact_id(i as u32 + 1));
-        state.upsert(
-            "account",
-            json!({
-                "accountid": account_id(n),
-                "name": name,
-                "accountnumber": number,
-                "revenue": revenue,
-                "numberofemployees": employees,
-                "industrycode": industry,
-                "address1_city": city,
-                "websiteurl": web,
-                "statecode": state_code,
-                "statuscode": state_code + 1,
-                "_primarycontactid_value": primary,
-                "_ownerid_value": user_id(*owner),
-                "createdon": "2024-06-12T14:13:25Z",
-                "modifiedon": modified,
-            }),
-        );
+/// The `n`-th sample user.
+fn user_row(n: u32, (first, last, disabled, modified): &UserRow) -> Json {
+    json!({
+        "systemuserid": user_id(n),
+        "firstname": first,
+        "lastname": last,
+        "fullname": format!("{first} {last}"),
+        "internalemailaddress": format!("{}@contoso.onmicrosoft.com", first.to_lowercase()),
+        "domainname": format!("{}@contoso.onmicrosoft.com", first.to_lowercase()),
+        "isdisabled": disabled,
+        "createdon": "2024-05-02T08:15:00Z",
+        "modifiedon": modified,
+    })
+}
+
+/// The `n`-th sample contact.
+fn contact_row(
+    n: u32,
+    (first, last, title, parent, birth, income, state_code, owner, modified): &ContactRow,
+) -> Json {
+    let mut row = json!({
+        "contactid": contact_id(n),
+        "firstname": first,
+        "lastname": last,
+        "fullname": format!("{first} {last}"),
+        "emailaddress1": format!("{}.{}@example.com", first.to_lowercase(), last.to_lowercase().replace('\'', "")),
+        "jobtitle": title,
+        "birthdate": birth,
+        "annualincome": income,
+        "statecode": state_code,
+        "statuscode": state_code + 1,
+        "_ownerid_value": user_id(*owner),
+        "_ownerid_value@Microsoft.Dynamics.CRM.lookuplogicalname": "systemuser",
+        "createdon": "2024-06-12T14:13:17Z",
+        "modifiedon": modified,
+    });
+    if let Some((kind, target)) = parent {
+        let (target_id, table) = match kind {
+            'a' => (account_id(*target), "account"),
+            _ => (contact_id(*target), "contact"),
+        };
+        row["_parentcustomerid_value"] = Json::String(target_id);
+        row["_parentcustomerid_value@Microsoft.Dynamics.CRM.lookuplogicalname"] = json!(table);
     }
+    row
+}
+
+/// The `n`-th sample account; its primary contact is the first contact whose parent it is.
+fn account_row(
+    n: u32,
+    (name, number, revenue, employees, industry, city, web, state_code, owner, modified): &AccountRow,
+) -> Json {
+    let primary = CONTACTS
+        .iter()
+        .position(|c| c.3 == Some(('a', n)))
+        .map(|i| contact_id(i as u32 + 1));
+    json!({
+        "accountid": account_id(n),
+        "name": name,
+        "accountnumber": number,
+        "revenue": revenue,
+        "numberofemployees": employees,
+        "industrycode": industry,
+        "address1_city": city,
+        "websiteurl": web,
+        "statecode": state_code,
+        "statuscode": state_code + 1,
+        "_primarycontactid_value": primary,
+        "_ownerid_value": user_id(*owner),
+        "createdon": "2024-06-12T14:13:25Z",
+        "modifiedon": modified,
+    })
 }

@@ -387,43 +387,8 @@ impl State {
             panic!("stand-in: a row for `{entity}` must be a JSON object");
         };
         let def = self.table_mut(entity).def.clone();
-        let mut fields = Map::new();
-        let mut lookup_targets = HashMap::new();
-        let mut formatted = HashMap::new();
-        for (key, value) in input {
-            if key.starts_with("@odata.") {
-                continue;
-            }
-            if let Some((property, annotation)) = key.split_once('@') {
-                match annotation {
-                    "OData.Community.Display.V1.FormattedValue" => {
-                        let Json::String(text) = value else {
-                            panic!("stand-in: `{key}` must be a string");
-                        };
-                        formatted.insert(property.to_owned(), text);
-                    }
-                    "Microsoft.Dynamics.CRM.lookuplogicalname" => {
-                        let Json::String(target) = value else {
-                            panic!("stand-in: `{key}` must be a string");
-                        };
-                        lookup_targets.insert(property.to_owned(), target);
-                    }
-                    _ => {}
-                }
-                continue;
-            }
-            let Some(attr) = def.property(&key) else {
-                let hint = def
-                    .attribute(&key)
-                    .map(|a| format!(" (a lookup: use `{}`)", a.property_name()))
-                    .unwrap_or_default();
-                panic!("stand-in: `{entity}` has no column `{key}`{hint}");
-            };
-            let value = normalize(entity, attr, &key, value);
-            fields.insert(key, value);
-        }
-
-        let id = match fields.get(&def.primary_id) {
+        let mut incoming = Incoming::read(entity, &def, input);
+        let id = match incoming.fields.get(&def.primary_id) {
             Some(Json::String(id)) => id.to_ascii_lowercase(),
             Some(other) => panic!(
                 "stand-in: `{}` must be a GUID string, got {other}",
@@ -431,90 +396,96 @@ impl State {
             ),
             None => self.guid(),
         };
-        fields.insert(def.primary_id.clone(), Json::String(id.clone()));
+        incoming
+            .fields
+            .insert(def.primary_id.clone(), Json::String(id.clone()));
+        self.resolve_lookup_targets(entity, &def, &mut incoming);
+        incoming.check_lookup_targets(entity, &def);
+        self.store(entity, &def, id.clone(), incoming);
+        id
+    }
 
-        // Resolve the target table of every lookup that holds an id.
-        for (key, value) in &fields {
+    /// Finds the target table of every lookup in `incoming` that holds an id and was given
+    /// none: the only target, else the table holding the id (`systemuser` for an owner).
+    fn resolve_lookup_targets(&self, entity: &str, def: &EntityDef, incoming: &mut Incoming) {
+        for (key, value) in &incoming.fields {
             let Some(attr) = def.property(key) else {
                 continue;
             };
-            if !attr.attribute_type.is_lookup() || lookup_targets.contains_key(key) {
+            if !attr.attribute_type.is_lookup() || incoming.lookup_targets.contains_key(key) {
                 continue;
             }
             let Json::String(target_id) = value else {
                 continue;
             };
-            let target = if attr.targets.len() == 1 {
-                attr.targets[0].clone()
-            } else {
-                attr.targets
-                    .iter()
-                    .find(|t| {
-                        self.table(t)
-                            .is_some_and(|table| table.rows.iter().any(|r| &r.id == target_id))
-                    })
-                    .cloned()
-                    .unwrap_or_else(|| {
-                        if attr.attribute_type == AttributeType::Owner {
-                            "systemuser".to_owned()
-                        } else {
-                            panic!(
-                                "stand-in: cannot tell which of {:?} `{entity}.{key}` = {target_id} points at; add `{key}@Microsoft.Dynamics.CRM.lookuplogicalname`",
-                                attr.targets
-                            )
-                        }
-                    })
-            };
-            lookup_targets.insert(key.clone(), target);
+            let target = self.lookup_target(attr, target_id).unwrap_or_else(|| {
+                panic!(
+                    "stand-in: cannot tell which of {:?} `{entity}.{key}` = {target_id} points at; add `{key}@Microsoft.Dynamics.CRM.lookuplogicalname`",
+                    attr.targets
+                )
+            });
+            incoming.lookup_targets.insert(key.clone(), target);
         }
-        for (key, target) in &lookup_targets {
-            let attr = def.property(key);
-            if !attr.is_some_and(|a| a.targets.iter().any(|t| t == target)) {
-                panic!("stand-in: `{entity}.{key}` cannot point at table `{target}`");
-            }
-        }
+    }
 
+    /// The table lookup `attr` points at with `id`, if it can be told.
+    fn lookup_target(&self, attr: &AttributeDef, id: &str) -> Option<String> {
+        if let [only] = attr.targets.as_slice() {
+            return Some(only.clone());
+        }
+        let holding = attr.targets.iter().find(|t| {
+            self.table(t)
+                .is_some_and(|table| table.rows.iter().any(|r| r.id == id))
+        });
+        match holding {
+            Some(table) => Some(table.clone()),
+            None => (attr.attribute_type == AttributeType::Owner).then(|| "systemuser".to_owned()),
+        }
+    }
+
+    /// Writes `incoming` as one change: a new version and `modifiedon` (unless given), merged
+    /// into the row with `id` or inserted as a new row.
+    fn store(&mut self, entity: &str, def: &EntityDef, id: String, mut incoming: Incoming) {
         self.version += 1;
         let version = self.version;
         let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
-        let table = self.table_mut(entity);
+        let fields = &mut incoming.fields;
         if def.attribute("modifiedon").is_some() && !fields.contains_key("modifiedon") {
             fields.insert("modifiedon".to_owned(), Json::String(now.clone()));
         }
         if def.attribute("versionnumber").is_some() {
             fields.insert("versionnumber".to_owned(), Json::from(version));
         }
+        let table = self.table_mut(entity);
         if let Some(existing) = table.rows.iter_mut().find(|r| r.id == id) {
-            existing.fields.extend(fields);
-            existing.lookup_targets.extend(lookup_targets);
-            existing.formatted.extend(formatted);
+            existing.fields.extend(incoming.fields);
+            existing.lookup_targets.extend(incoming.lookup_targets);
+            existing.formatted.extend(incoming.formatted);
             existing.version = version;
-        } else {
-            if def.attribute("createdon").is_some() && !fields.contains_key("createdon") {
-                let created = fields
-                    .get("modifiedon")
-                    .cloned()
-                    .unwrap_or(Json::String(now));
-                fields.insert("createdon".to_owned(), created);
-            }
-            for (property, _) in def.properties() {
-                fields.entry(property).or_insert(Json::Null);
-            }
-            table.tombstones.retain(|t| t.id != id);
-            self.seq += 1;
-            let seq = self.seq;
-            let table = self.table_mut(entity);
-            table.rows.push(Row {
-                key: SqlGuid::parse(&id),
-                id: id.clone(),
-                seq,
-                version,
-                fields,
-                lookup_targets,
-                formatted,
-            });
+            return;
         }
-        id
+        if def.attribute("createdon").is_some() && !fields.contains_key("createdon") {
+            let created = fields
+                .get("modifiedon")
+                .cloned()
+                .unwrap_or(Json::String(now));
+            fields.insert("createdon".to_owned(), created);
+        }
+        for (property, _) in def.properties() {
+            fields.entry(property).or_insert(Json::Null);
+        }
+        table.tombstones.retain(|t| t.id != id);
+        self.seq += 1;
+        let seq = self.seq;
+        self.table_mut(entity).rows.push(Row {
+            key: SqlGuid::parse(&id),
+            id,
+            seq,
+            version,
+            fields: incoming.fields,
+            lookup_targets: incoming.lookup_targets,
+            formatted: incoming.formatted,
+        });
     }
 
     /// Deletes a row, leaving a tombstone for change tracking. Returns whether it existed.
@@ -562,88 +533,148 @@ impl State {
     }
 }
 
+/// A row as given to [`State::upsert`], checked and sorted out.
+struct Incoming {
+    /// Web API properties, normalized for their columns.
+    fields: Map<String, Json>,
+    /// Targets given as `x@Microsoft.Dynamics.CRM.lookuplogicalname`, then resolved.
+    lookup_targets: HashMap<String, String>,
+    /// Formatted values given as `x@OData.Community.Display.V1.FormattedValue`.
+    formatted: HashMap<String, String>,
+}
+
+impl Incoming {
+    /// Reads the properties and annotations of `input` (`@odata.` ones are ignored); panics on
+    /// an unknown column or a value that does not fit its column.
+    fn read(entity: &str, def: &EntityDef, input: Map<String, Json>) -> Self {
+        let mut incoming = Incoming {
+            fields: Map::new(),
+            lookup_targets: HashMap::new(),
+            formatted: HashMap::new(),
+        };
+        for (key, value) in input {
+            if key.starts_with("@odata.") {
+                continue;
+            }
+            if let Some((property, annotation)) = key.split_once('@') {
+                incoming.annotate(&key, property, annotation, value);
+                continue;
+            }
+            let Some(attr) = def.property(&key) else {
+                let hint = def
+                    .attribute(&key)
+                    .map(|a| format!(" (a lookup: use `{}`)", a.property_name()))
+                    .unwrap_or_default();
+                panic!("stand-in: `{entity}` has no column `{key}`{hint}");
+            };
+            let value = normalize(entity, attr, &key, value);
+            incoming.fields.insert(key, value);
+        }
+        incoming
+    }
+
+    /// Takes in the annotation `key` (`property@annotation`); unknown ones are ignored.
+    fn annotate(&mut self, key: &str, property: &str, annotation: &str, value: Json) {
+        let into = match annotation {
+            "OData.Community.Display.V1.FormattedValue" => &mut self.formatted,
+            "Microsoft.Dynamics.CRM.lookuplogicalname" => &mut self.lookup_targets,
+            _ => return,
+        };
+        let Json::String(text) = value else {
+            panic!("stand-in: `{key}` must be a string");
+        };
+        into.insert(property.to_owned(), text);
+    }
+
+    /// Panics when a lookup points at a table it cannot point at.
+    fn check_lookup_targets(&self, entity: &str, def: &EntityDef) {
+        for (key, target) in &self.lookup_targets {
+            let attr = def.property(key);
+            if !attr.is_some_and(|a| a.targets.iter().any(|t| t == target)) {
+                panic!("stand-in: `{entity}.{key}` cannot point at table `{target}`");
+            }
+        }
+    }
+}
+
 /// Checks and normalizes one value for its column; panics with a clear message when it does
 /// not fit.
 fn normalize(entity: &str, attr: &AttributeDef, key: &str, value: Json) -> Json {
     if value.is_null() {
         return value;
     }
-    let bad = |what: &str| -> ! {
-        panic!(
+    match normalized(attr, &value) {
+        Ok(Some(normalized)) => normalized,
+        Ok(None) => value,
+        Err(what) => panic!(
             "stand-in: `{entity}.{key}` ({:?}) needs {what}, got {value}",
             attr.attribute_type
-        )
-    };
+        ),
+    }
+}
+
+/// A non-null `value` as column `attr` keeps it: `Ok(None)` when as given, `Err` saying what
+/// the column needs when it does not fit.
+fn normalized(attr: &AttributeDef, value: &Json) -> Result<Option<Json>, &'static str> {
+    let needs = |fits: bool, what| if fits { Ok(None) } else { Err(what) };
     match &attr.attribute_type {
         AttributeType::String | AttributeType::Memo | AttributeType::EntityName => {
-            if !value.is_string() {
-                bad("a string")
-            }
-            value
+            needs(value.is_string(), "a string")
         }
-        AttributeType::Boolean => {
-            if !value.is_boolean() {
-                bad("true or false")
-            }
-            value
-        }
+        AttributeType::Boolean => needs(value.is_boolean(), "true or false"),
         AttributeType::Integer
         | AttributeType::Picklist
         | AttributeType::State
-        | AttributeType::Status => {
-            if value.as_i64().is_none() {
-                bad("a whole number")
-            }
-            value
-        }
+        | AttributeType::Status => needs(value.as_i64().is_some(), "a whole number"),
         AttributeType::Money
         | AttributeType::Decimal
         | AttributeType::Double
-        | AttributeType::BigInt => {
-            let literal = match &value {
-                Json::String(s) if crate::value::Number::parse(s).is_ok() => s.clone(),
-                Json::Number(n) if attr.attribute_type == AttributeType::Money => {
-                    match n.as_f64() {
-                        Some(f) => format!("{f:.4}"),
-                        None => bad("a number"),
-                    }
-                }
-                Json::Number(n) => n.to_string(),
-                _ => bad(
-                    "a number (or its exact literal as a string, e.g. \"922337203685477.5807\")",
-                ),
-            };
-            Json::String(literal)
-        }
+        | AttributeType::BigInt => number_literal(attr, value).map(|n| Some(Json::String(n))),
         AttributeType::DateTime => {
-            let Some(text) = value.as_str() else {
-                bad("a date string")
-            };
-            let ok = if attr.date_only {
-                chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").is_ok()
+            let text = value.as_str().ok_or("a date string")?;
+            if attr.date_only {
+                needs(is_date(text), "YYYY-MM-DD")
             } else {
-                chrono::DateTime::parse_from_rfc3339(text).is_ok() && text.ends_with('Z')
-            };
-            if !ok {
-                bad(if attr.date_only {
-                    "YYYY-MM-DD"
-                } else {
-                    "a UTC date-time like 2024-06-12T14:13:25Z"
-                })
+                needs(
+                    is_utc_date_time(text),
+                    "a UTC date-time like 2024-06-12T14:13:25Z",
+                )
             }
-            value
         }
         AttributeType::Uniqueidentifier
         | AttributeType::Lookup
         | AttributeType::Customer
         | AttributeType::Owner => match value.as_str() {
-            Some(text) if super::guid::SqlGuid::parse(text).is_some() => {
-                Json::String(text.to_ascii_lowercase())
+            Some(text) if SqlGuid::parse(text).is_some() => {
+                Ok(Some(Json::String(text.to_ascii_lowercase())))
             }
-            _ => bad("a GUID string"),
+            _ => Err("a GUID string"),
         },
-        _ => value,
+        _ => Ok(None),
     }
+}
+
+/// The exact literal a Money, Decimal, Double or BigInt value is kept as (Money numbers with
+/// four decimals).
+fn number_literal(attr: &AttributeDef, value: &Json) -> Result<String, &'static str> {
+    match value {
+        Json::String(s) if crate::value::Number::parse(s).is_ok() => Ok(s.clone()),
+        Json::Number(n) if attr.attribute_type == AttributeType::Money => {
+            n.as_f64().map(|f| format!("{f:.4}")).ok_or("a number")
+        }
+        Json::Number(n) => Ok(n.to_string()),
+        _ => Err("a number (or its exact literal as a string, e.g. \"922337203685477.5807\")"),
+    }
+}
+
+/// `2024-06-12`.
+fn is_date(text: &str) -> bool {
+    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").is_ok()
+}
+
+/// `2024-06-12T14:13:25Z`.
+fn is_utc_date_time(text: &str) -> bool {
+    chrono::DateTime::parse_from_rfc3339(text).is_ok() && text.ends_with('Z')
 }
 
 /// Formats 16 bytes as a lowercase GUID.
