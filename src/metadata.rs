@@ -574,6 +574,15 @@ pub fn attributes_from_dataverse_json(json: &str) -> Result<Vec<AttributeMetadat
 }
 
 /// Checks that `name` can be put in an `EntityDefinitions(LogicalName='...')` URL.
+/// The lookup column a Web API `_<name>_value` property stands for: `<name>`
+/// (`_parentcustomerid_value` -> `parentcustomerid`), whether or not the table has it.
+pub(crate) fn lookup_of_value_property(property: &str) -> Option<&str> {
+    property
+        .strip_prefix('_')?
+        .strip_suffix("_value")
+        .filter(|name| !name.is_empty())
+}
+
 pub(crate) fn validate_logical_name(name: &str) -> Result<()> {
     if name.is_empty() {
         return Err(Error::config(

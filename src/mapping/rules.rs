@@ -8,7 +8,7 @@ use super::plan::{Read, SourceColumn, SourceKind, StepSource, compatible_targets
 use super::schema::{Literal, TargetField, TargetFieldType, TargetSchema, TargetValue};
 use super::values;
 use super::violation::ViolationKind;
-use crate::metadata::{AttributeMetadata, EntityMetadata};
+use crate::metadata::{AttributeMetadata, EntityMetadata, lookup_of_value_property};
 
 /// A broken rule of one mapping, before it is placed in the set (its index and target).
 pub(super) struct Problem {
@@ -251,7 +251,7 @@ fn resolve<'m>(
     if let Some(position) = name.find(['.', '/', '(']) {
         return Err(path_refusal(name, &name[..position], metadata));
     }
-    let web_api_form = lookup_property(name);
+    let web_api_form = lookup_of_value_property(name);
     let plain = web_api_form.unwrap_or(name);
     let Some(attribute) = metadata.attribute(plain) else {
         return Err(unknown_column(name, plain, metadata));
@@ -378,18 +378,11 @@ fn check_read(
     }
 }
 
-/// `_parentcustomerid_value` -> `parentcustomerid`.
-fn lookup_property(name: &str) -> Option<&str> {
-    name.strip_prefix('_')?
-        .strip_suffix("_value")
-        .filter(|n| !n.is_empty())
-}
-
 /// The lookup column a path's first segment goes through: the lookup itself
 /// (`parentcustomerid`, `_parentcustomerid_value`) or its navigation property
 /// (`parentcustomerid_account`).
 fn lookup_behind<'m>(head: &str, metadata: &'m EntityMetadata) -> Option<&'m AttributeMetadata> {
-    let plain = lookup_property(head).unwrap_or(head);
+    let plain = lookup_of_value_property(head).unwrap_or(head);
     if let Some(attribute) = metadata
         .attribute(plain)
         .filter(|a| a.attribute_type().is_lookup())

@@ -4,7 +4,7 @@
 use super::explain::did_you_mean;
 use super::plan::{Requirement, Step, StepSource, ValidatedMapping};
 use super::rules::{self, Problem};
-use super::schema::TargetField;
+use super::schema::{TargetField, TargetValue};
 use super::violation::{MappingErrors, Violation, ViolationKind};
 use super::{FieldMapping, MappingSet, WriteMode};
 use crate::metadata::EntityMetadata;
@@ -164,7 +164,7 @@ impl<'a> Validation<'a> {
         mapping: &FieldMapping,
         field: TargetField,
         source: StepSource,
-        default: Option<super::TargetValue>,
+        default: Option<TargetValue>,
     ) -> Step {
         Step {
             target: mapping.target.as_str().into(),

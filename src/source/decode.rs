@@ -13,7 +13,7 @@ mod row;
 use super::page::{PageCounts, RecordChange};
 use crate::client::{FORMATTED_VALUE_ANNOTATION, LOOKUP_TABLE_ANNOTATION};
 use crate::error::{Error, Result};
-use crate::metadata::EntityMetadata;
+use crate::metadata::{EntityMetadata, lookup_of_value_property};
 use crate::value::{Columns, NameMap, Number, Record, Value};
 use properties::{Property, PropertyKeys};
 use row::{Annotation, DecodedRow, RowBuilder};
@@ -147,9 +147,7 @@ impl RecordDecoder {
     /// The slot of the column property `name` fills (`<x>` for `_<x>_value` when `<x>` is a
     /// lookup), added to `columns` when new; attribute names are shared, not copied.
     fn column(&self, name: &str, columns: &mut Columns) -> usize {
-        let lookup = name
-            .strip_prefix('_')
-            .and_then(|rest| rest.strip_suffix("_value"))
+        let lookup = lookup_of_value_property(name)
             .filter(|logical| self.attributes.get(*logical) == Some(&true));
         let name = lookup.unwrap_or(name);
         if let Some(slot) = columns.slot(name) {

@@ -22,7 +22,7 @@ pub(crate) use parallel::table_count;
 use crate::client::{DataverseClient, Prefer};
 use crate::error::{Error, ErrorKind, Result};
 use crate::filter::{Filter, is_identifier, printable};
-use crate::metadata::EntityMetadata;
+use crate::metadata::{EntityMetadata, lookup_of_value_property};
 use checkpoint::{CHECKPOINT_VERSION, Position, Progress};
 use futures::{Stream, StreamExt};
 use incremental::Reader;
@@ -478,9 +478,7 @@ impl Read {
 /// The Web API property of column `column` (`_x_value` for lookups), or why it cannot be read.
 fn property_of(metadata: &EntityMetadata, column: &str) -> std::result::Result<String, String> {
     let Some(attribute) = metadata.attribute(column) else {
-        let hint = column
-            .strip_prefix('_')
-            .and_then(|c| c.strip_suffix("_value"))
+        let hint = lookup_of_value_property(column)
             .filter(|c| metadata.attribute(c).is_some())
             .map(|c| format!(" (name lookup columns by their logical name, `{c}`)"))
             .unwrap_or_default();
