@@ -3,6 +3,7 @@
 mod checkpoint;
 mod decode;
 mod incremental;
+mod outline;
 mod page;
 mod parallel;
 mod partition;

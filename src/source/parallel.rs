@@ -13,6 +13,7 @@ use super::MODIFIED_ON;
 use super::checkpoint::{Checkpoint, Position, Progress, ReadMode, Tracking, Watermark};
 use super::decode::RecordDecoder;
 use super::incremental::Reader;
+use super::outline::Outline;
 use super::page::{Page, PageCounts, RecordChange};
 use super::partition::{Bounds, Parallelism, Partition};
 use super::plan::ReadPlan;
@@ -27,6 +28,7 @@ use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use url::Url;
 
@@ -160,16 +162,37 @@ impl Shape {
         .transpose()
     }
 
-    /// One page of the range `bounds`, in id order, still encoded: pages fetched ahead wait as
-    /// their bytes, and each is decoded only when its turn comes.
-    async fn fetch(self: Arc<Self>, bounds: Bounds) -> Result<Bytes> {
-        let primary = self.primary();
-        let url = self.url(
-            &self.select,
-            bounds.filter(primary),
-            &format!("{primary} asc"),
-        )?;
-        Ok(self.client.get(url.as_str(), &self.prefer).await?.body)
+    /// One page of at most `rows` rows of the range `bounds`, in id order, fetched and outlined
+    /// on a task of its own; it waits as its bytes, to be decoded when its turn comes. The
+    /// task ends when the returned handle is dropped.
+    fn fetch(self: &Arc<Self>, bounds: Bounds, rows: u32) -> AbortOnDrop<Result<Arrived>> {
+        let shape = Arc::clone(self);
+        AbortOnDrop(tokio::spawn(async move {
+            let primary = shape.primary();
+            let url = shape.url(
+                &shape.select,
+                bounds.filter(primary),
+                &format!("{primary} asc"),
+            )?;
+            let prefer = Prefer {
+                max_page_size: Some(rows),
+                ..shape.prefer
+            };
+            let sent = Instant::now();
+            let body = shape.client.get(url.as_str(), &prefer).await?.body;
+            let took = sent.elapsed();
+            let outline = Outline::read(&body, primary).map_err(|e| {
+                Error::decode(format!(
+                    "a page of `{}` could not be decoded: {e}",
+                    shape.base.entity
+                ))
+            })?;
+            Ok(Arrived {
+                outline,
+                body,
+                took,
+            })
+        }))
     }
 
     /// Decodes a page `fetch` returned.
@@ -182,7 +205,6 @@ impl Shape {
         })?;
         Ok(Fetched {
             changes: decoded.changes,
-            more: decoded.next_link.is_some(),
             counts: decoded.counts,
         })
     }
@@ -230,12 +252,69 @@ enum Division {
     Done,
 }
 
-/// One page of a range.
+/// A page of a range, arrived and not yet decoded.
+struct Arrived {
+    outline: Outline,
+    body: Bytes,
+    /// From sending the request to its answer.
+    took: Duration,
+}
+
+/// A page of a range, decoded.
 struct Fetched {
     changes: Vec<RecordChange>,
-    /// Whether the server had more rows after this page.
-    more: bool,
     counts: PageCounts,
+}
+
+/// The work left in a range, in rows.
+#[derive(Debug, Clone, Copy)]
+struct Work {
+    /// Rows per id of key space on the range's last page.
+    density: f64,
+    /// Rows of the page in flight the server has already produced (by the read's pace).
+    done: f64,
+    /// Rows of the page in flight still to come.
+    pending: f64,
+    /// Rows after the page in flight.
+    beyond_page: f64,
+}
+
+impl Work {
+    fn total(&self) -> f64 {
+        self.pending + self.beyond_page
+    }
+}
+
+/// A page being fetched.
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    /// The rows asked for.
+    rows: u32,
+    since: Instant,
+}
+
+/// How fast the server answers pages, in rows per second of one request, over the read so far.
+#[derive(Debug, Default)]
+struct Pace {
+    rows: f64,
+    seconds: f64,
+}
+
+impl Pace {
+    fn note(&mut self, rows: usize, took: Duration) {
+        self.rows += rows as f64;
+        self.seconds += took.as_secs_f64();
+    }
+
+    /// The rows of `page` the server is yet to produce, by the pace so far.
+    fn pending(&self, page: InFlight) -> f64 {
+        let rows = f64::from(page.rows);
+        if self.rows == 0.0 || self.seconds == 0.0 {
+            return rows;
+        }
+        let produced = self.rows / self.seconds * page.since.elapsed().as_secs_f64();
+        (rows - produced).max(0.0)
+    }
 }
 
 /// A range still being read.
@@ -246,14 +325,15 @@ struct Active {
     density: Option<f64>,
     /// The range's last id, once looked up.
     last: Option<SqlGuid>,
-    fetching: bool,
+    /// The page being fetched, if any.
+    in_flight: Option<InFlight>,
 }
 
 /// What finished in the background.
 enum Done {
     Data {
         key: u64,
-        result: Result<Bytes>,
+        result: Result<Arrived>,
     },
     Tracking {
         task: TrackingTask,
@@ -281,7 +361,7 @@ enum TrackingRead {
 /// long the caller takes with the data pages. The task ends when this is dropped.
 struct TrackingTask {
     links: mpsc::UnboundedReceiver<Result<Tracking>>,
-    _task: AbortOnDrop,
+    _task: AbortOnDrop<()>,
 }
 
 impl TrackingTask {
@@ -325,9 +405,21 @@ fn link_after(page: &Page) -> Result<Tracking> {
 }
 
 /// Aborts a task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
 
-impl Drop for AbortOnDrop {
+impl<T> AbortOnDrop<T> {
+    /// The task's output; a task that panicked is reported as an error.
+    async fn output(mut self) -> Result<T> {
+        (&mut self.0).await.map_err(|e| {
+            Error::new(
+                ErrorKind::Service,
+                format!("a partition's page task stopped unexpectedly ({e}); run the job again"),
+            )
+        })
+    }
+}
+
+impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
     }
@@ -350,6 +442,8 @@ pub(super) struct PartitionedRead {
     /// The smallest and largest id at the start, for weighing ranges.
     span: Option<(SqlGuid, SqlGuid)>,
     pages: u32,
+    /// How fast pages come, for sizing the last ones.
+    pace: Pace,
     /// A worker's share of a plan: no tracking read, no final checkpoint of its own.
     worker: bool,
     division: Division,
@@ -384,6 +478,7 @@ impl PartitionedRead {
             seen: start.seen,
             span: None,
             pages: start.pages,
+            pace: Pace::default(),
             worker: start.worker,
             division: Division::Done,
             finished: false,
@@ -581,7 +676,7 @@ impl PartitionedRead {
             bounds,
             density: None,
             last: None,
-            fetching: false,
+            in_flight: None,
         });
         self.next_key += 1;
     }
@@ -605,8 +700,12 @@ impl PartitionedRead {
             self.fill_slots();
             match self.fetches.next().await {
                 Some(Done::Data { key, result }) => {
-                    let fetched = self.shape.decode(&result?)?;
-                    return self.accept(key, fetched).map(Some);
+                    let arrived = result?;
+                    let bounds = self.advance(key, &arrived)?;
+                    // The range's next page goes out before this one is decoded.
+                    self.fill_slots();
+                    let fetched = self.shape.decode(&arrived.body)?;
+                    return self.deliver(bounds, fetched).map(Some);
                 }
                 Some(Done::Tracking { task, link }) => self.tracking_after(task, link)?,
                 None => {}
@@ -626,16 +725,23 @@ impl PartitionedRead {
     fn fill_slots(&mut self) {
         let free = self
             .data_slots()
-            .saturating_sub(self.active.iter().filter(|a| a.fetching).count());
-        for active in self.active.iter_mut().filter(|a| !a.fetching).take(free) {
-            active.fetching = true;
-            let (key, shape) = (active.key, Arc::clone(&self.shape));
-            let bounds = active.bounds;
+            .saturating_sub(self.active.iter().filter(|a| a.in_flight.is_some()).count());
+        let rows = self.next_page_size();
+        for active in self
+            .active
+            .iter_mut()
+            .filter(|a| a.in_flight.is_none())
+            .take(free)
+        {
+            active.in_flight = Some(InFlight {
+                rows,
+                since: Instant::now(),
+            });
+            let key = active.key;
+            let task = self.shape.fetch(active.bounds, rows);
             self.fetches.push(Box::pin(async move {
-                Done::Data {
-                    key,
-                    result: shape.fetch(bounds).await,
-                }
+                let result = task.output().await.and_then(|arrived| arrived);
+                Done::Data { key, result }
             }));
         }
         if matches!(self.tracking, TrackingRead::Idle(_)) {
@@ -649,43 +755,35 @@ impl PartitionedRead {
         }
     }
 
-    /// Splits the range with the most rows left (by the density of its last page) in two, so
+    /// Splits the range with the most work left (by the density of its last page) in two, so
     /// that both finish together: the range keeps the page it is fetching and its share of
     /// what lies beyond, a new range takes the rest. The range's actual last id is looked up
     /// first (a one-row request), so that the estimate does not count a gap after it. `false`
     /// when no range has more than a quarter page left beyond the page it is fetching.
     async fn split_busiest(&mut self) -> Result<bool> {
-        let Some((_, table_last)) = self.span else {
-            return Ok(false);
-        };
-        let page = f64::from(self.page_size());
+        let quarter_page = f64::from(self.page_size()) / 4.0;
         let busiest = self
             .active
             .iter()
             .enumerate()
-            .filter_map(|(index, active)| {
-                let after = active.bounds.after?;
-                let last = active.last.or(active.bounds.upto).unwrap_or(table_last);
-                let rows_left = active.density? * after.distance_to(last);
-                let in_flight = if active.fetching { page } else { 0.0 };
-                Some((index, active.density?, rows_left, in_flight))
-            })
-            .filter(|(_, _, rows_left, in_flight)| rows_left - in_flight >= page / 4.0)
-            .max_by(|a, b| a.2.total_cmp(&b.2));
-        let Some((index, density, rows_left, in_flight)) = busiest else {
+            .filter_map(|(index, active)| Some((index, self.work(active)?)))
+            .filter(|(_, work)| work.beyond_page >= quarter_page)
+            .max_by(|a, b| a.1.total().total_cmp(&b.1.total()));
+        let Some((index, work)) = busiest else {
             return Ok(false);
         };
         let range = &self.active[index];
-        let bounds = range.bounds;
-        let after = bounds.after.expect("filtered above");
+        let (bounds, density) = (range.bounds, work.density);
+        let after = bounds.after.expect("a range with a density has an `after`");
         let Some(last) = range.last else {
             // Weigh it again with its actual last id.
             let last = self.shape.edge_id(bounds, true).await?;
             self.active[index].last = Some(last.unwrap_or(after));
             return Ok(true);
         };
-        // Both finish together: in_flight + x = (rows_left - in_flight) - x.
-        let keep = in_flight + ((rows_left - 2.0 * in_flight) / 2.0).max(0.0);
+        // Both finish together: the range keeps its page in flight and half of the work, the
+        // new range starts now with the other half.
+        let keep = work.done + work.pending.max(work.total() / 2.0);
         let at = after.advanced_by(keep / density);
         if at >= last {
             self.active[index].density = None; // its page in flight holds what is left
@@ -697,8 +795,54 @@ impl PartitionedRead {
         self.add(upper);
         if let Some(new) = self.active.last_mut() {
             new.last = Some(last);
+            new.density = Some(density);
         }
         Ok(true)
+    }
+
+    /// The work left in `active`, by the density of its last page; `None` before it has one.
+    fn work(&self, active: &Active) -> Option<Work> {
+        let (_, table_last) = self.span?;
+        let after = active.bounds.after?;
+        let density = active.density?;
+        let last = active.last.or(active.bounds.upto).unwrap_or(table_last);
+        let rows = density * after.distance_to(last);
+        let (asked, pending) = active.in_flight.map_or((0.0, 0.0), |page| {
+            (f64::from(page.rows), self.pace.pending(page))
+        });
+        Some(Work {
+            density,
+            done: asked - pending,
+            pending,
+            beyond_page: rows - asked,
+        })
+    }
+
+    /// How many rows the next pages ask for: a full page, or, once an equal share of the work
+    /// estimated to be left is less, that share (at least a fifth of a page), so that the last
+    /// pages end together instead of one slot reading a full page while the others idle.
+    fn next_page_size(&self) -> u32 {
+        let full = self.page_size();
+        let work_left: Option<f64> = self
+            .active
+            .iter()
+            .map(|active| match (self.work(active), active.in_flight) {
+                (Some(work), _) => Some(work.total()),
+                (None, Some(page)) => Some(self.pace.pending(page)),
+                (None, None) => None,
+            })
+            .sum();
+        let Some(work_left) = work_left else {
+            return full;
+        };
+        let share = (work_left / self.data_slots() as f64).ceil();
+        // In range: `share` is below `full` here.
+        let share = if share < f64::from(full) {
+            share as u32
+        } else {
+            full
+        };
+        share.max(full.div_ceil(5))
     }
 
     /// How many data pages may be fetched at once: a slot stays free for the tracking read
@@ -715,41 +859,35 @@ impl PartitionedRead {
             .unwrap_or(super::MAX_PAGE_SIZE)
     }
 
-    /// Takes a fetched page of range `key`: rows past the range's (possibly lowered) upper
-    /// bound are left to the range that took them over; the range moves past its last row or
-    /// ends.
-    fn accept(&mut self, key: u64, fetched: Fetched) -> Result<Page> {
+    /// Moves range `key` past the page that arrived for it, by the page's outline: to the
+    /// page's last row when more follow, else the range ends. It also ends when the page ran
+    /// past its upper bound, lowered by a split while the page was on its way: those rows
+    /// belong to the range that took them over. Returns the bounds the page's rows are kept by.
+    fn advance(&mut self, key: u64, arrived: &Arrived) -> Result<Bounds> {
+        let outline = &arrived.outline;
+        self.pace.note(outline.rows, arrived.took);
         let index = self
             .active
             .iter()
             .position(|a| a.key == key)
             .expect("a fetch belongs to an active range");
         let bounds = self.active[index].bounds;
-        let mut changes = Vec::with_capacity(fetched.changes.len());
-        let mut overran = false;
-        for change in fetched.changes {
-            if bounds.contains(parse_id(change.id())?) {
-                changes.push(change);
-            } else {
-                overran = true;
-            }
-        }
-        self.note_boundary(&changes);
+        let first = outline.first.as_deref().map(parse_id).transpose()?;
+        let last = outline.last.as_deref().map(parse_id).transpose()?;
+        let overran = last.is_some_and(|last| !bounds.contains(last));
         let active = &mut self.active[index];
-        active.fetching = false;
-        match changes.last() {
-            Some(last) if fetched.more && !overran => {
-                let last = parse_id(last.id())?;
+        active.in_flight = None;
+        match (first, last) {
+            (Some(first), Some(last)) if outline.more && !overran => {
                 // The page's own span: a range's bound may lie in a gap before its first row.
-                let first = parse_id(changes[0].id())?;
                 let width = first.distance_to(last);
-                active.density = (width > 0.0).then(|| (changes.len() - 1) as f64 / width);
+                active.density = (width > 0.0).then(|| (outline.rows - 1) as f64 / width);
                 active.bounds.after = Some(last);
                 if self.division == Division::AfterFirstPage {
                     self.division = Division::Due;
                 }
             }
-            None if fetched.more && !overran => {
+            _ if outline.more && outline.rows == 0 => {
                 return Err(Error::decode(format!(
                     "Dataverse answered an empty page of `{}` with a next link; stopped instead of asking again forever",
                     self.shape.base.entity
@@ -759,6 +897,18 @@ impl PartitionedRead {
                 self.active.remove(index);
             }
         }
+        Ok(bounds)
+    }
+
+    /// The page of a decoded `fetched`, without rows outside `bounds`.
+    fn deliver(&mut self, bounds: Bounds, fetched: Fetched) -> Result<Page> {
+        let mut changes = Vec::with_capacity(fetched.changes.len());
+        for change in fetched.changes {
+            if bounds.contains(parse_id(change.id())?) {
+                changes.push(change);
+            }
+        }
+        self.note_boundary(&changes);
         if self.is_complete() {
             return self.final_page(changes, fetched.counts);
         }
