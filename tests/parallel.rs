@@ -458,3 +458,71 @@ async fn the_tracking_read_goes_on_while_the_caller_holds_a_page() {
     assert!(read.last().unwrap().checkpoint.delta_link().is_some());
     assert_each_once(&tally(&read), &table_ids(&crm));
 }
+
+#[tokio::test]
+async fn a_range_asks_for_its_next_page_before_the_caller_takes_the_page() {
+    let (crm, client, metadata) = accounts(12_000).await;
+    let mut pages = EntitySource::new(client, metadata)
+        .with_columns(["name"])
+        .with_page_size(1000)
+        .with_parallelism(Parallelism::Fixed(4))
+        .pages();
+    let first = pages.try_next().await.unwrap().unwrap();
+    assert_eq!(first.changes.len(), 1000);
+    let after_first = format!("accountid gt {}", first.changes.last().unwrap().id());
+    let asked = || {
+        partition_filters(&crm)
+            .iter()
+            .any(|f| f.contains(&after_first))
+    };
+    // The caller holds the page and asks for nothing more.
+    let waited = std::time::Instant::now();
+    while !asked() && waited.elapsed() < std::time::Duration::from_secs(20) {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        asked(),
+        "no request for `{after_first}` while the caller held the page"
+    );
+
+    let mut read = vec![first];
+    while let Some(page) = pages.try_next().await.unwrap() {
+        read.push(page);
+    }
+    assert_each_once(&tally(&read), &table_ids(&crm));
+}
+
+#[tokio::test]
+async fn the_last_pages_ask_for_an_equal_share_of_what_is_left() {
+    let (crm, client, metadata) = accounts(20_000).await;
+    crm.set_server_time(std::time::Duration::from_millis(500));
+    let source = EntitySource::new(client, metadata)
+        .with_columns(["name"])
+        .with_page_size(1000)
+        .with_mode(ReadMode::Full)
+        .with_parallelism(Parallelism::Fixed(4));
+
+    let pages = collect(source).await;
+
+    assert_each_once(&tally(&pages), &table_ids(&crm));
+    let sizes: Vec<u32> = crm
+        .api_requests()
+        .iter()
+        .filter(|r| {
+            r.path().ends_with("/accounts") && r.query_pairs().iter().any(|(k, _)| k == "$select")
+        })
+        .filter_map(|r| r.header("prefer"))
+        .filter_map(|p| p.split("odata.maxpagesize=").nth(1))
+        .filter_map(|n| n.split(',').next()?.trim().parse().ok())
+        .filter(|&n| n > 1)
+        .collect();
+    assert_eq!(sizes.first(), Some(&1000), "full pages first: {sizes:?}");
+    assert!(
+        sizes.iter().any(|&n| n < 1000),
+        "the last pages ask for less than a full page: {sizes:?}"
+    );
+    assert!(
+        sizes.iter().all(|&n| (200..=1000).contains(&n)),
+        "never less than a fifth of a page, never more than one: {sizes:?}"
+    );
+}

@@ -444,6 +444,10 @@ pub(super) struct PartitionedRead {
     pages: u32,
     /// How fast pages come, for sizing the last ones.
     pace: Pace,
+    /// The table's row count when a fresh read began, if Dataverse gave one.
+    expected_rows: Option<u64>,
+    /// The rows returned so far.
+    rows_read: u64,
     /// A worker's share of a plan: no tracking read, no final checkpoint of its own.
     worker: bool,
     division: Division,
@@ -479,6 +483,8 @@ impl PartitionedRead {
             span: None,
             pages: start.pages,
             pace: Pace::default(),
+            expected_rows: None,
+            rows_read: 0,
             worker: start.worker,
             division: Division::Done,
             finished: false,
@@ -525,7 +531,8 @@ impl PartitionedRead {
                 .max_page_size
                 .unwrap_or(super::MAX_PAGE_SIZE),
         );
-        match self.shape.table_count().await {
+        self.expected_rows = self.shape.table_count().await;
+        match self.expected_rows {
             Some(rows) if rows > 2 * page => {
                 let pages = usize::try_from(rows.div_ceil(page)).unwrap_or(usize::MAX);
                 self.divide(self.slots.min(pages)).await?;
@@ -721,18 +728,28 @@ impl PartitionedRead {
             && matches!(self.tracking, TrackingRead::None | TrackingRead::Finished)
     }
 
-    /// Starts a fetch for each idle range, and the tracking read's next page.
+    /// Starts the tracking read's next page (first: it is the longest chain of requests),
+    /// and a fetch for each idle range.
     fn fill_slots(&mut self) {
+        if let TrackingRead::Idle(_) = self.tracking {
+            if let TrackingRead::Idle(reader) =
+                std::mem::replace(&mut self.tracking, TrackingRead::Running)
+            {
+                self.fetches
+                    .push(Box::pin(TrackingTask::spawn(reader).next()));
+            }
+        }
         let free = self
             .data_slots()
             .saturating_sub(self.active.iter().filter(|a| a.in_flight.is_some()).count());
-        let rows = self.next_page_size();
-        for active in self
-            .active
-            .iter_mut()
-            .filter(|a| a.in_flight.is_none())
+        let share = self.next_page_size();
+        let idle: Vec<(usize, u32)> = (self.active.iter().enumerate())
+            .filter(|(_, active)| active.in_flight.is_none())
             .take(free)
-        {
+            .map(|(index, active)| (index, self.rows_to_ask(active, share)))
+            .collect();
+        for (index, rows) in idle {
+            let active = &mut self.active[index];
             active.in_flight = Some(InFlight {
                 rows,
                 since: Instant::now(),
@@ -743,15 +760,6 @@ impl PartitionedRead {
                 let result = task.output().await.and_then(|arrived| arrived);
                 Done::Data { key, result }
             }));
-        }
-        if matches!(self.tracking, TrackingRead::Idle(_)) {
-            let TrackingRead::Idle(reader) =
-                std::mem::replace(&mut self.tracking, TrackingRead::Running)
-            else {
-                return;
-            };
-            self.fetches
-                .push(Box::pin(TrackingTask::spawn(reader).next()));
         }
     }
 
@@ -818,12 +826,12 @@ impl PartitionedRead {
         })
     }
 
-    /// How many rows the next pages ask for: a full page, or, once an equal share of the work
-    /// estimated to be left is less, that share (at least a fifth of a page), so that the last
-    /// pages end together instead of one slot reading a full page while the others idle.
-    fn next_page_size(&self) -> u32 {
-        let full = self.page_size();
-        let work_left: Option<f64> = self
+    /// The rows left to read, pages in flight counting what the server has yet to produce:
+    /// the ranges' estimates added up, or the table's count less the rows read, whichever is
+    /// less (an estimate counts the gaps between clusters of ids it cannot see; the count
+    /// can be up to a day old).
+    fn work_left(&self) -> Option<f64> {
+        let by_ranges: Option<f64> = self
             .active
             .iter()
             .map(|active| match (self.work(active), active.in_flight) {
@@ -832,7 +840,40 @@ impl PartitionedRead {
                 (None, None) => None,
             })
             .sum();
-        let Some(work_left) = work_left else {
+        let produced_in_flight: f64 = (self.active.iter())
+            .filter_map(|active| active.in_flight)
+            .map(|page| f64::from(page.rows) - self.pace.pending(page))
+            .sum();
+        let by_count = self
+            .expected_rows
+            .map(|rows| (rows.saturating_sub(self.rows_read) as f64 - produced_in_flight).max(0.0));
+        match (by_ranges, by_count) {
+            (Some(ranges), Some(count)) => Some(ranges.min(count)),
+            (ranges, count) => ranges.or(count),
+        }
+    }
+
+    /// The rows to ask of the idle range `active` when pages ask for `share`: all it is
+    /// estimated to hold, with a margin, when that is little more than `share`, so that no
+    /// request is left over for a handful of rows.
+    fn rows_to_ask(&self, active: &Active, share: u32) -> u32 {
+        let share_rows = f64::from(share);
+        match self.work(active) {
+            Some(work) if work.total() <= 1.5 * share_rows => {
+                let all = (work.total() * 1.25).ceil().max(share_rows);
+                // In range: `all` is at most 1.875 pages here.
+                (all as u32).min(self.page_size())
+            }
+            _ => share,
+        }
+    }
+
+    /// How many rows the next pages ask for: a full page, or, once an equal share of the work
+    /// estimated to be left is less, that share (at least a fifth of a page), so that the last
+    /// pages end together instead of one slot reading a full page while the others idle.
+    fn next_page_size(&self) -> u32 {
+        let full = self.page_size();
+        let Some(work_left) = self.work_left() else {
             return full;
         };
         let share = (work_left / self.data_slots() as f64).ceil();
@@ -909,6 +950,7 @@ impl PartitionedRead {
             }
         }
         self.note_boundary(&changes);
+        self.rows_read += changes.len() as u64;
         if self.is_complete() {
             return self.final_page(changes, fetched.counts);
         }
