@@ -742,14 +742,11 @@ impl PartitionedRead {
         let free = self
             .data_slots()
             .saturating_sub(self.active.iter().filter(|a| a.in_flight.is_some()).count());
-        let share = self.next_page_size();
-        let idle: Vec<(usize, u32)> = (self.active.iter().enumerate())
-            .filter(|(_, active)| active.in_flight.is_none())
+        let rows = self.next_page_size();
+        for active in (self.active.iter_mut())
+            .filter(|a| a.in_flight.is_none())
             .take(free)
-            .map(|(index, active)| (index, self.rows_to_ask(active, share)))
-            .collect();
-        for (index, rows) in idle {
-            let active = &mut self.active[index];
+        {
             active.in_flight = Some(InFlight {
                 rows,
                 since: Instant::now(),
@@ -850,21 +847,6 @@ impl PartitionedRead {
         match (by_ranges, by_count) {
             (Some(ranges), Some(count)) => Some(ranges.min(count)),
             (ranges, count) => ranges.or(count),
-        }
-    }
-
-    /// The rows to ask of the idle range `active` when pages ask for `share`: all it is
-    /// estimated to hold, with a margin, when that is little more than `share`, so that no
-    /// request is left over for a handful of rows.
-    fn rows_to_ask(&self, active: &Active, share: u32) -> u32 {
-        let share_rows = f64::from(share);
-        match self.work(active) {
-            Some(work) if work.total() <= 1.5 * share_rows => {
-                let all = (work.total() * 1.25).ceil().max(share_rows);
-                // In range: `all` is at most 1.875 pages here.
-                (all as u32).min(self.page_size())
-            }
-            _ => share,
         }
     }
 
