@@ -4,10 +4,13 @@
 //!
 //! Each range is read in id order with keyset queries (`$filter=<id> gt <last read> and <id> le
 //! <upto>&$orderby=<id>`), so a range can be cut short at any time: a slot that finishes early
-//! takes the upper half of the range with the most work left. For change tracking, an ids-only
-//! change-tracking read of the whole table starts first and runs alongside: its delta link covers
-//! every change made after the data read began. For `modified_on`, the watermark is the latest
-//! `modifiedon` before the read began.
+//! takes the upper half of the range with the most work left. A range's next page is asked for
+//! from the outline of the page that arrived ([`Outline`]), before that page is decoded; the
+//! last pages ask for an equal share of the rows left, so that the slots finish together.
+//!
+//! For change tracking, an ids-only change-tracking read of the whole table starts first and
+//! runs alongside: its delta link covers every change made after the data read began. For
+//! `modified_on`, the watermark is the latest `modifiedon` before the read began.
 
 use super::MODIFIED_ON;
 use super::checkpoint::{Checkpoint, Position, Progress, ReadMode, Tracking, Watermark};
