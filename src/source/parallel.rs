@@ -184,12 +184,7 @@ impl Shape {
             let sent = Instant::now();
             let body = shape.client.get(url.as_str(), &prefer).await?.body;
             let took = sent.elapsed();
-            let outline = Outline::read(&body, primary).map_err(|e| {
-                Error::decode(format!(
-                    "a page of `{}` could not be decoded: {e}",
-                    shape.base.entity
-                ))
-            })?;
+            let outline = Outline::read(&body, primary).map_err(|e| shape.undecodable(&e))?;
             Ok(Arrived {
                 outline,
                 body,
@@ -198,14 +193,20 @@ impl Shape {
         }))
     }
 
+    /// The error for a page that is not one: `problem` says why.
+    fn undecodable(&self, problem: &str) -> Error {
+        Error::decode(format!(
+            "a page of `{}` could not be decoded: {problem}",
+            self.base.entity
+        ))
+    }
+
     /// Decodes a page `fetch` returned.
     fn decode(&self, body: &[u8]) -> Result<Fetched> {
-        let decoded = self.decoder.decode_page(body).map_err(|e| {
-            Error::decode(format!(
-                "a page of `{}` could not be decoded: {e}",
-                self.base.entity
-            ))
-        })?;
+        let decoded = self
+            .decoder
+            .decode_page(body)
+            .map_err(|e| self.undecodable(&e))?;
         Ok(Fetched {
             changes: decoded.changes,
             counts: decoded.counts,
