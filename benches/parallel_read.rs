@@ -11,15 +11,13 @@
 //! The memory run reads in a child process (this benchmark run again), so that the stand-in's
 //! own rows do not count; the child reports its peak resident memory (`VmHWM`).
 
-use d365_connector::testkit::{AccountShape, ServiceLimits, StandIn};
+use d365_connector::testkit::{AccountShape, ServiceLimits, StandIn, client_at};
 use d365_connector::{
-    ClientCredentialsAuthorizer, ClientSecret, Connection, DataverseClient, EntityMetadata,
-    EntitySource, EntraApp, JsonLinesSink, MetadataOptions, Parallelism, ReadMode, RunOptions,
-    SyncJob,
+    ClientOptions, EntityMetadata, EntitySource, JsonLinesSink, MetadataOptions, Parallelism,
+    ReadMode, RunOptions, SyncJob,
 };
 use futures::TryStreamExt;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The 13 columns a read selects (server time is charged by columns).
@@ -40,21 +38,6 @@ const COLUMNS: [&str; 13] = [
 ];
 
 const CHILD_URL: &str = "D365_BENCH_CHILD_URL";
-
-async fn client(url: &str, authority: &str) -> DataverseClient {
-    let connection = Connection::builder("bench", url)
-        .with_authority(authority)
-        .build()
-        .unwrap();
-    let app = EntraApp::builder(StandIn::TENANT_ID, StandIn::CLIENT_ID)
-        .with_client_secret(ClientSecret::new(StandIn::CLIENT_SECRET))
-        .build()
-        .unwrap();
-    let authorizer = ClientCredentialsAuthorizer::builder(&connection, app)
-        .build()
-        .unwrap();
-    DataverseClient::new(connection, Arc::new(authorizer)).unwrap()
-}
 
 /// A stand-in with `accounts` clustered accounts and Dataverse's costs.
 async fn stand_in(accounts: usize, full_page: Duration) -> StandIn {
@@ -83,7 +66,7 @@ async fn read(source: EntitySource) -> usize {
 /// One read of 100k accounts; prints and returns its time.
 async fn timed(mode: ReadMode, parallelism: Parallelism) -> Duration {
     let crm = stand_in(100_000, Duration::from_secs(1)).await;
-    let client = client(&crm.url(), &crm.authority()).await;
+    let client = crm.client(ClientOptions::default()).unwrap();
     let metadata = EntityMetadata::fetch(&client, "account", &MetadataOptions::default())
         .await
         .unwrap();
@@ -121,7 +104,6 @@ async fn memory() {
     let crm = stand_in(1_000_000, Duration::from_millis(100)).await;
     let output = Command::new(std::env::current_exe().unwrap())
         .env(CHILD_URL, crm.url())
-        .env("D365_BENCH_CHILD_AUTHORITY", crm.authority())
         .output()
         .unwrap();
     print!("{}", String::from_utf8_lossy(&output.stdout));
@@ -134,8 +116,7 @@ async fn memory() {
 
 /// The child: a job reading 1M accounts in 4 partitions into JSON Lines thrown away.
 async fn child(url: String) {
-    let authority = std::env::var("D365_BENCH_CHILD_AUTHORITY").unwrap();
-    let client = client(&url, &authority).await;
+    let client = client_at(&url, ClientOptions::default()).unwrap();
     let columns = std::iter::once("accountid").chain(COLUMNS);
     let mappings: Vec<serde_json::Value> = columns
         .clone()

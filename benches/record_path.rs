@@ -18,13 +18,11 @@
 
 use d365_connector::testkit::{AccountShape, RecordedRequest, StandIn};
 use d365_connector::{
-    AttributeMetadata, AttributeType, ClientCredentialsAuthorizer, ClientSecret, Connection,
-    DataverseClient, EntityMetadata, EntraApp, FieldMapping, JsonLinesSink, MappingSet,
-    MetadataOptions, Operation, RecordChange, RecordDecoder, RecordSink, RunOptions, SyncJob,
-    TargetField, TargetFieldType, TargetSchema, ValidatedMapping, WriteMode,
+    AttributeMetadata, AttributeType, ClientOptions, EntityMetadata, FieldMapping, JsonLinesSink,
+    MappingSet, MetadataOptions, Operation, RecordChange, RecordDecoder, RecordSink, RunOptions,
+    SyncJob, TargetField, TargetFieldType, TargetSchema, ValidatedMapping, WriteMode,
 };
 use std::hint::black_box;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const ACCOUNTS: usize = 20_000;
@@ -46,21 +44,6 @@ const COLUMNS: [(&str, &str, bool); 14] = [
     ("createdon", "datetime", false),
     ("modifiedon", "datetime", false),
 ];
-
-async fn client(crm: &StandIn) -> DataverseClient {
-    let connection = Connection::builder("bench", crm.url())
-        .with_authority(crm.authority())
-        .build()
-        .unwrap();
-    let app = EntraApp::builder(StandIn::TENANT_ID, StandIn::CLIENT_ID)
-        .with_client_secret(ClientSecret::new(StandIn::CLIENT_SECRET))
-        .build()
-        .unwrap();
-    let authorizer = ClientCredentialsAuthorizer::builder(&connection, app)
-        .build()
-        .unwrap();
-    DataverseClient::new(connection, Arc::new(authorizer)).unwrap()
-}
 
 fn accounts_job() -> SyncJob {
     let mappings: Vec<serde_json::Value> = COLUMNS
@@ -94,7 +77,7 @@ struct Pages {
 async fn pages() -> Pages {
     let crm = StandIn::start().await;
     crm.add_accounts(ACCOUNTS, AccountShape::default());
-    let client = client(&crm).await;
+    let client = crm.client(ClientOptions::default()).unwrap();
     let job = accounts_job();
     let sink = JsonLinesSink::new(Vec::new());
     crm.clear_requests();

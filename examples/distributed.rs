@@ -12,17 +12,15 @@
 //! The parent then finishes the read (the change-tracking delta link) and checks that the
 //! workers wrote every account exactly once. Exit code 0 when they did.
 
-use d365_connector::testkit::{AccountShape, StandIn};
+use d365_connector::testkit::{AccountShape, StandIn, client_at};
 use d365_connector::{
-    ClientCredentialsAuthorizer, ClientSecret, Connection, DataverseClient, EntraApp,
-    JsonLinesSink, ReadPlan, RunOptions, SyncJob, SyncStatus,
+    ClientOptions, DataverseClient, JsonLinesSink, ReadPlan, RunOptions, SyncJob, SyncStatus,
 };
 use std::collections::HashSet;
 use std::fs;
 use std::io::{BufRead, BufReader, BufWriter};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
-use std::sync::Arc;
 
 const JOB: &str = r#"{
   "name": "Accounts to Company",
@@ -57,16 +55,9 @@ fn folder() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("target/distributed")
 }
 
-/// A client of the stand-in at `url` (its authority is at the same address).
+/// A client of the stand-in at `url`, started by the parent process.
 fn client(url: &str) -> Result<DataverseClient, Failure> {
-    let connection = Connection::builder("Stand-in", url)
-        .with_authority(url)
-        .build()?;
-    let app = EntraApp::builder(StandIn::TENANT_ID, StandIn::CLIENT_ID)
-        .with_client_secret(ClientSecret::new(StandIn::CLIENT_SECRET))
-        .build()?;
-    let authorizer = ClientCredentialsAuthorizer::builder(&connection, app).build()?;
-    Ok(DataverseClient::new(connection, Arc::new(authorizer))?)
+    Ok(client_at(url, ClientOptions::default())?)
 }
 
 async fn run_parent() -> Result<ExitCode, Failure> {

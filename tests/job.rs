@@ -5,10 +5,10 @@
 use async_trait::async_trait;
 use d365_connector::testkit::{Fault, StandIn, VirtualClock};
 use d365_connector::{
-    CancelToken, ChainOptions, ChainOutcome, Checkpoint, ClientCredentialsAuthorizer,
-    ClientOptions, ClientSecret, Connection, DataverseClient, EntraApp, ErrorKind, JobChain,
-    MappingErrors, MemorySink, Operation, ProgressFn, RecordFailureKind, RecordSink, RunOptions,
-    SyncJob, SyncProgress, SyncStatus, TargetRecord, TargetValue, ViolationKind, WriteResult,
+    CancelToken, ChainOptions, ChainOutcome, Checkpoint, ClientOptions, Connection,
+    DataverseClient, ErrorKind, JobChain, MappingErrors, MemorySink, Operation, ProgressFn,
+    RecordFailureKind, RecordSink, RunOptions, SyncJob, SyncProgress, SyncStatus, TargetRecord,
+    TargetValue, ViolationKind, WriteResult,
 };
 use serde_json::{Value, json};
 use std::collections::HashSet;
@@ -16,21 +16,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 async fn connect(crm: &StandIn) -> (Connection, DataverseClient) {
-    let connection = Connection::builder("Stand-in", crm.url())
-        .with_authority(crm.authority())
-        .build()
-        .unwrap();
-    let app = EntraApp::builder(StandIn::TENANT_ID, StandIn::CLIENT_ID)
-        .with_client_secret(ClientSecret::new(StandIn::CLIENT_SECRET))
-        .build()
-        .unwrap();
-    let authorizer = ClientCredentialsAuthorizer::builder(&connection, app)
-        .build()
-        .unwrap();
     let options = ClientOptions::default().with_clock(Arc::new(VirtualClock::new()));
-    let client =
-        DataverseClient::with_options(connection.clone(), Arc::new(authorizer), options).unwrap();
-    (connection, client)
+    (crm.connection(), crm.client(options).unwrap())
 }
 
 /// Contact to Person, read page by page (`parallelism: 1`) so that tests can count pages;

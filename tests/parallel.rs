@@ -5,9 +5,8 @@
 
 use d365_connector::testkit::{AccountShape, StandIn, VirtualClock};
 use d365_connector::{
-    Checkpoint, ClientCredentialsAuthorizer, ClientOptions, ClientSecret, Connection,
-    DataverseClient, EntityMetadata, EntitySource, EntraApp, MemorySink, MetadataOptions, Page,
-    Parallelism, ReadMode, RecordChange, RunOptions, SyncJob, SyncStatus,
+    Checkpoint, ClientOptions, DataverseClient, EntityMetadata, EntitySource, MemorySink,
+    MetadataOptions, Page, Parallelism, ReadMode, RecordChange, RunOptions, SyncJob, SyncStatus,
 };
 use futures::TryStreamExt;
 use serde_json::json;
@@ -15,19 +14,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 async fn connect(crm: &StandIn) -> DataverseClient {
-    let connection = Connection::builder("Stand-in", crm.url())
-        .with_authority(crm.authority())
-        .build()
-        .unwrap();
-    let app = EntraApp::builder(StandIn::TENANT_ID, StandIn::CLIENT_ID)
-        .with_client_secret(ClientSecret::new(StandIn::CLIENT_SECRET))
-        .build()
-        .unwrap();
-    let authorizer = ClientCredentialsAuthorizer::builder(&connection, app)
-        .build()
-        .unwrap();
     let options = ClientOptions::default().with_clock(Arc::new(VirtualClock::new()));
-    DataverseClient::with_options(connection, Arc::new(authorizer), options).unwrap()
+    crm.client(options).unwrap()
 }
 
 /// A stand-in holding `n` accounts in three id clusters, 40% created in one second.

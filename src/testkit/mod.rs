@@ -21,7 +21,9 @@
 //!
 //! Point the connection at [`StandIn::url`] and the authority at [`StandIn::authority`], and
 //! authenticate with [`StandIn::TENANT_ID`], [`StandIn::CLIENT_ID`] and
-//! [`StandIn::CLIENT_SECRET`]. Then change data between syncs and assert what arrived:
+//! [`StandIn::CLIENT_SECRET`] ([`StandIn::client`] builds such a client; [`client_at`] does for
+//! a process that knows only the stand-in's address). Then change data between syncs and
+//! assert what arrived:
 //!
 //! ```no_run
 //! use d365_connector::testkit::{Fault, StandIn};
@@ -110,6 +112,7 @@
 //!   from `EntityDefinitions` documents recorded from a real environment.
 
 mod bulk;
+mod connect;
 mod filter;
 mod guid;
 mod limits;
@@ -123,6 +126,7 @@ mod state;
 mod token;
 
 pub use bulk::AccountShape;
+pub use connect::client_at;
 pub use limits::{ServiceLimits, ThrottleCounts};
 pub use state::{AttributeDef, EntityDef};
 

@@ -3,15 +3,14 @@
 
 use d365_connector::testkit::{AttributeDef, EntityDef, Fault, StandIn};
 use d365_connector::{
-    AttributeType, CheckpointStore, ClientCredentialsAuthorizer, ClientSecret, Connection,
-    DataverseClient, EntraApp, ErrorKind, MemorySink, Operation, RecordSink, RunOptions, SqlSink,
-    SyncJob, SyncStatus, TargetFieldType, TargetRecord, TargetSchema, TargetValue, WriteResult,
+    AttributeType, CheckpointStore, ClientOptions, DataverseClient, ErrorKind, MemorySink,
+    Operation, RecordSink, RunOptions, SqlSink, SyncJob, SyncStatus, TargetFieldType, TargetRecord,
+    TargetSchema, TargetValue, WriteResult,
 };
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::future::pending;
 use std::pin::pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::Notify;
 
@@ -105,18 +104,7 @@ async fn stand_in(rows: u32) -> StandIn {
 }
 
 async fn connect(crm: &StandIn) -> DataverseClient {
-    let connection = Connection::builder("Stand-in", crm.url())
-        .with_authority(crm.authority())
-        .build()
-        .unwrap();
-    let app = EntraApp::builder(StandIn::TENANT_ID, StandIn::CLIENT_ID)
-        .with_client_secret(ClientSecret::new(StandIn::CLIENT_SECRET))
-        .build()
-        .unwrap();
-    let authorizer = ClientCredentialsAuthorizer::builder(&connection, app)
-        .build()
-        .unwrap();
-    DataverseClient::new(connection, Arc::new(authorizer)).unwrap()
+    crm.client(ClientOptions::default()).unwrap()
 }
 
 fn ledger_job(names: Names, mode: &str, identifiers: bool, page_size: u32) -> SyncJob {
