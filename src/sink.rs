@@ -329,7 +329,8 @@ mod tests {
     use super::*;
     use crate::mapping::TargetValue;
 
-    fn record(id: &str, name: &str) -> (TargetRecord, TargetRecord) {
+    /// A record's key (`ExternalId`) and the record (with `Name`), for the sinks' tests.
+    pub(super) fn record(id: &str, name: &str) -> (TargetRecord, TargetRecord) {
         let mut key = TargetRecord::new();
         key.insert("ExternalId", TargetValue::Id(id.to_owned()));
         let mut record = key.clone();

@@ -155,15 +155,8 @@ fn write_str(out: &mut Vec<u8>, text: &str) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sink::tests::record;
     use chrono::{NaiveDate, TimeZone, Utc};
-
-    fn record(id: &str, name: &str) -> (TargetRecord, TargetRecord) {
-        let mut key = TargetRecord::new();
-        key.insert("ExternalId", TargetValue::Id(id.to_owned()));
-        let mut record = key.clone();
-        record.insert("Name", TargetValue::String(name.to_owned()));
-        (key, record)
-    }
 
     #[tokio::test]
     async fn json_lines_hold_one_operation_each() {
