@@ -8,7 +8,7 @@ use d365_connector::{
     CancelToken, ChainOptions, ChainOutcome, Checkpoint, ClientOptions, Connection,
     DataverseClient, ErrorKind, JobChain, MappingErrors, MemorySink, Operation, ProgressFn,
     RecordFailureKind, RecordSink, RunOptions, SyncJob, SyncProgress, SyncStatus, TargetRecord,
-    TargetValue, ViolationKind, WriteResult,
+    TargetValue, Violation, ViolationKind, WriteResult,
 };
 use serde_json::{Value, json};
 use std::collections::HashSet;
@@ -109,6 +109,16 @@ fn ids(records: &[TargetRecord]) -> HashSet<String> {
                 .to_owned()
         })
         .collect()
+}
+
+/// Asserts that `violations` hold one of `kind` for the source column `source`.
+fn assert_violation(violations: &[Violation], kind: ViolationKind, source: &str) {
+    assert!(
+        violations
+            .iter()
+            .any(|v| v.kind == kind && v.source.as_deref() == Some(source)),
+        "no {kind:?} for `{source}` among {violations:?}"
+    );
 }
 
 fn contact_ids(crm: &StandIn) -> HashSet<String> {
@@ -520,19 +530,11 @@ async fn an_invalid_mapping_refuses_to_start_and_reads_no_record() {
     assert_eq!(error.kind(), ErrorKind::Mapping);
     let violations = MappingErrors::from_error(&error).unwrap().violations();
     assert_eq!(violations.len(), 2, "{violations:?}");
-    assert!(
-        violations
-            .iter()
-            .any(|v| v.kind == ViolationKind::UnknownAttribute
-                && v.source.as_deref() == Some("firstnme")),
-        "{violations:?}"
-    );
-    assert!(
-        violations
-            .iter()
-            .any(|v| v.kind == ViolationKind::LookupFieldAccess
-                && v.source.as_deref() == Some("parentcustomerid.name")),
-        "{violations:?}"
+    assert_violation(violations, ViolationKind::UnknownAttribute, "firstnme");
+    assert_violation(
+        violations,
+        ViolationKind::LookupFieldAccess,
+        "parentcustomerid.name",
     );
     assert!(
         crm.api_requests()
@@ -1263,12 +1265,10 @@ async fn a_chain_refused_for_a_mapping_violation_reports_a_non_retryable_mapping
     assert_eq!(error.kind(), ErrorKind::Mapping, "{error}");
     assert!(!error.is_retryable(), "a person must fix the mapping");
     let violations = MappingErrors::from_error(error).unwrap().violations();
-    assert!(
-        violations
-            .iter()
-            .any(|v| v.kind == ViolationKind::LookupFieldAccess
-                && v.source.as_deref() == Some("parentcustomerid.name")),
-        "{violations:?}"
+    assert_violation(
+        violations,
+        ViolationKind::LookupFieldAccess,
+        "parentcustomerid.name",
     );
     let logged = serde_json::to_value(&report).unwrap();
     assert_eq!(logged["outcomes"][0]["outcome"], json!("refused"));
